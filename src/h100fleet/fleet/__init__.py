@@ -1,0 +1,1 @@
+"""Control-node code that looks at the fleet as a whole."""

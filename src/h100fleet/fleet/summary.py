@@ -1,0 +1,102 @@
+"""The per-node fleet summary printed at the end of `ansible-playbook site.yml`.
+
+Input is what Ansible knows of each node (its hostvars: facts, the local facts from node_baseline, the fleet
+pins); output is one row per node, rendered as a Markdown table and as JSON. Missing facts show as "-", never as
+an error: the summary must come out even when a node failed half-way.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+COLUMNS = (
+    ("node", "node"),
+    ("status", "status"),
+    ("os", "OS"),
+    ("kernel", "kernel"),
+    ("gpus", "GPUs"),
+    ("nvswitches", "NVSwitch"),
+    ("secure_boot", "Secure Boot"),
+    ("nvidia_module", "NVIDIA module"),
+    ("driver_pin", "driver pin"),
+    ("cuda_pin", "CUDA pin"),
+    ("stack_pin", "stack pin"),
+    ("kernel_headers", "kernel headers"),
+    ("time_sync", "time sync"),
+)
+MISSING = "-"
+
+
+def _gpus(node: Mapping[str, Any]) -> str:
+    count = node.get("gpu_count")
+    if count is None:
+        return MISSING
+    if count == 0:
+        return "0"
+    models = node.get("gpu_models") or {}
+    return ", ".join(f"{n}x {name}" for name, n in sorted(models.items())) or str(count)
+
+
+def _time_sync(baseline: Mapping[str, Any]) -> str:
+    if "time_sync" not in baseline:
+        return MISSING
+    if not baseline["time_sync"]:
+        return "off"
+    return "chrony" if baseline.get("time_sync_active") else "chrony (host clock: container)"
+
+
+def _headers(baseline: Mapping[str, Any]) -> str:
+    package = baseline.get("kernel_headers_package")
+    if not package:
+        return MISSING
+    return package if baseline.get("kernel_headers_match_running_kernel") else f"{package} (not the running kernel)"
+
+
+def node_row(host: str, hostvars: Mapping[str, Any], status: str) -> dict[str, str]:
+    """One node's row. status: 'ok', or 'failed' for a node that failed or was unreachable earlier in the run."""
+    facts = hostvars.get("ansible_facts") or {}
+    local = hostvars.get("ansible_local") or facts.get("local") or {}
+    node = local.get("h100fleet_node") or {}
+    baseline = local.get("h100fleet_baseline") or {}
+    distro = facts.get("distribution")
+    module = node.get("nvidia_module_version")
+    if module is None and "nvidia_module_loaded" in node:
+        module = "nouveau" if node.get("nouveau_loaded") else "none"
+    row = {
+        "node": host,
+        "status": status,
+        "os": f"{distro} {facts.get('distribution_version', '')}".strip() if distro else MISSING,
+        "kernel": node.get("kernel") or facts.get("kernel") or MISSING,
+        "gpus": _gpus(node),
+        "nvswitches": str(node["nvswitch_count"]) if "nvswitch_count" in node else MISSING,
+        "secure_boot": node.get("secure_boot") or MISSING,
+        "nvidia_module": module or MISSING,
+        "driver_pin": str(hostvars.get("h100fleet_driver_branch") or MISSING),
+        "cuda_pin": str(hostvars.get("h100fleet_cuda_version") or MISSING),
+        "stack_pin": str(hostvars.get("h100fleet_stack_id") or MISSING),
+        "kernel_headers": _headers(baseline),
+        "time_sync": _time_sync(baseline),
+    }
+    return row
+
+
+def rows(
+    all_hosts: Iterable[str], ok_hosts: Iterable[str], hostvars: Mapping[str, Mapping[str, Any]]
+) -> list[dict[str, str]]:
+    ok = set(ok_hosts)
+    return [node_row(h, hostvars.get(h) or {}, "ok" if h in ok else "failed") for h in sorted(all_hosts)]
+
+
+def markdown(table: list[dict[str, str]]) -> str:
+    def cell(value: str) -> str:
+        return str(value).replace("|", "\\|")
+
+    lines = [
+        "| " + " | ".join(title for _, title in COLUMNS) + " |",
+        "|" + "|".join("---" for _ in COLUMNS) + "|",
+    ]
+    lines += ["| " + " | ".join(cell(r.get(key, MISSING)) for key, _ in COLUMNS) + " |" for r in table]
+    ok = sum(1 for r in table if r.get("status") == "ok")
+    lines += ["", f"{ok} of {len(table)} nodes ok."]
+    return "\n".join(lines) + "\n"
