@@ -7,11 +7,10 @@ import sys
 from collections.abc import Sequence
 
 from h100fleet._proc import CommandError
+from h100fleet.testfleet import images, nodes, services
 
 
 def _testfleet_services(_: argparse.Namespace) -> int:
-    from h100fleet.testfleet import services
-
     started = services.ensure_docker()
     print(f"docker engine: {'started' if started else 'already running'}")
     started = services.ensure_apt_proxy()
@@ -21,8 +20,6 @@ def _testfleet_services(_: argparse.Namespace) -> int:
 
 
 def _testfleet_images(args: argparse.Namespace) -> int:
-    from h100fleet.testfleet import images, services
-
     services.ensure_docker()
     services.ensure_apt_proxy()
     for suite in args.suite or sorted(images.RECIPES):
@@ -37,8 +34,6 @@ def _testfleet_images(args: argparse.Namespace) -> int:
 
 
 def _testfleet_up(args: argparse.Namespace) -> int:
-    from h100fleet.testfleet import images, nodes, services
-
     services.ensure_docker()
     services.ensure_apt_proxy()
     services.wheel_cache_dir()
@@ -51,8 +46,6 @@ def _testfleet_up(args: argparse.Namespace) -> int:
 
 
 def _testfleet_down(args: argparse.Namespace) -> int:
-    from h100fleet.testfleet import nodes
-
     removed = nodes.down(args.names or None)
     print("removed: " + (", ".join(removed) if removed else "nothing"))
     return 0

@@ -81,9 +81,7 @@ def test_gpu_fact_runs_and_reports_this_machine(host):
     assert fact["kernel"] == host.check_output("uname -r")
     # The fact counts what sysfs shows; lspci (installed by the role) must agree on the NVIDIA devices.
     lspci_nvidia = host.run("lspci -n -d 10de:").stdout.strip().splitlines()
-    gpus_and_switches = [
-        line for line in lspci_nvidia if any(f" {cls}:" in line for cls in ("0300", "0302", "0680"))
-    ]
+    gpus_and_switches = [line for line in lspci_nvidia if any(f" {cls}:" in line for cls in ("0300", "0302", "0680"))]
     assert fact["gpu_count"] + fact["nvswitch_count"] == len(gpus_and_switches)
     assert fact["secure_boot"] in {"enabled", "disabled", "not_uefi", "unknown"}
 

@@ -28,6 +28,10 @@ COLUMNS = (
 MISSING = "-"
 
 
+def _mapping(value: Any) -> Mapping[str, Any]:
+    return value if isinstance(value, Mapping) else {}
+
+
 def _gpus(node: Mapping[str, Any]) -> str:
     count = node.get("gpu_count")
     if count is None:
@@ -57,8 +61,9 @@ def node_row(host: str, hostvars: Mapping[str, Any], status: str) -> dict[str, s
     """One node's row. status: 'ok', or 'failed' for a node that failed or was unreachable earlier in the run."""
     facts = hostvars.get("ansible_facts") or {}
     local = hostvars.get("ansible_local") or facts.get("local") or {}
-    node = local.get("h100fleet_node") or {}
-    baseline = local.get("h100fleet_baseline") or {}
+    # A fact script that fails leaves Ansible's error text where the JSON would be: show the fields as missing.
+    node = _mapping(local.get("h100fleet_node"))
+    baseline = _mapping(local.get("h100fleet_baseline"))
     distro = facts.get("distribution")
     module = node.get("nvidia_module_version")
     if module is None and "nvidia_module_loaded" in node:

@@ -24,9 +24,16 @@ SCHEMA = 1
 
 def _read(path: str) -> str | None:
     try:
-        with open(path) as fh:
+        with open(path, encoding="ascii") as fh:
             return fh.read().strip()
-    except OSError:
+    except (OSError, UnicodeDecodeError):
+        return None
+
+
+def _int(value: str | None) -> int | None:
+    try:
+        return int(value) if value is not None else None
+    except ValueError:
         return None
 
 
@@ -101,7 +108,7 @@ def pci_devices(root: str = "/") -> list[dict]:
                 "device_id": f"0x{device:04x}" if device is not None else None,
                 "name": names.get(device) or (f"NVIDIA device 0x{device:04x}" if device is not None else "unknown"),
                 "driver": os.path.basename(os.path.realpath(driver)) if os.path.exists(driver) else None,
-                "numa_node": int(numa) if numa is not None and numa.lstrip("-").isdigit() else None,
+                "numa_node": _int(numa),
             }
         )
     return found

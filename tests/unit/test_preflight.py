@@ -1,0 +1,117 @@
+"""node_baseline stops bad input and unsupported nodes before it changes anything, with a message that says why.
+
+Runs the role's argument validation and preflight tasks for real (ansible-playbook, connection local, tags
+node_baseline_preflight) with the facts of a supported node given as extra vars, then breaks one thing at a time.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+PLAYBOOK = REPO / "tests" / "playbooks" / "preflight.yml"
+GOOD_FACTS = {
+    "distribution": "Debian",
+    "distribution_version": "13.2",
+    "distribution_major_version": "13",
+    "distribution_release": "trixie",
+    "os_family": "Debian",
+    "architecture": "x86_64",
+    "service_mgr": "systemd",
+}
+
+
+def preflight(extra: dict, facts: dict | None = None) -> subprocess.CompletedProcess[str]:
+    extra_vars = {"ansible_facts": {**GOOD_FACTS, **(facts or {})}, **extra}
+    env = {**os.environ, "ANSIBLE_CONFIG": str(REPO / "ansible.cfg"), "ANSIBLE_NOCOLOR": "1"}
+    env["PATH"] = f"{Path(sys.executable).parent}:{env.get('PATH', '')}"
+    return subprocess.run(
+        [
+            "ansible-playbook",
+            str(PLAYBOOK),
+            "--tags",
+            "node_baseline_preflight",
+            "-e",
+            json.dumps(extra_vars),
+        ],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+
+
+def test_supported_node_with_defaults_passes():
+    result = preflight({})
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "failed=0" in result.stdout
+
+
+@pytest.mark.parametrize(
+    ("facts", "expected"),
+    [
+        (
+            {"distribution": "Fedora", "distribution_version": "40", "distribution_major_version": "40"},
+            "runs Fedora 40, which node_baseline does not support",
+        ),
+        (
+            {"distribution": "Debian", "distribution_version": "11.9", "distribution_major_version": "11"},
+            "runs Debian 11.9, which node_baseline does not support",
+        ),
+        ({"architecture": "aarch64"}, "is aarch64; this project provisions x86_64 H100 nodes only"),
+        ({"service_mgr": "sysvinit"}, "the service manager is sysvinit, expected systemd"),
+    ],
+    ids=["fedora", "debian-11", "aarch64", "no-systemd"],
+)
+def test_unsupported_node_is_refused(facts, expected):
+    result = preflight({}, facts)
+    assert result.returncode != 0
+    assert expected in " ".join(result.stdout.split())
+
+
+@pytest.mark.parametrize(
+    ("extra", "expected"),
+    [
+        (
+            {"node_baseline_package_proxy": "ftp://cache:3142"},
+            "node_baseline_package_proxy is 'ftp://cache:3142'; expected an http:// or https:// URL",
+        ),
+        (
+            {"node_baseline_debian_mirror": "deb.debian.org/debian"},
+            "node_baseline_debian_mirror is 'deb.debian.org/debian'; expected an http:// or https:// URL",
+        ),
+        (
+            {"node_baseline_debian_components": ["contrib", "non-free"]},
+            "node_baseline_debian_components is ['contrib', 'non-free']; it must contain 'main'",
+        ),
+        ({"node_baseline_debian_components": ["main", "universe"]}, "and only names from"),
+        ({"node_baseline_ntp_servers": []}, "node_baseline_ntp_servers is []; with node_baseline_time_sync true"),
+        ({"node_baseline_ntp_servers": ["pool.ntp.org iburst"]}, "it must list at least one host name or address"),
+        ({"node_baseline_facts_dir": "facts.d"}, "node_baseline_facts_dir is 'facts.d'; expected an absolute path"),
+        # Types are checked by the role's argument_specs before any task runs.
+        ({"node_baseline_ntp_servers": {"server": "pool.ntp.org"}}, "node_baseline_ntp_servers"),
+        ({"node_baseline_kernel_headers": "maybe"}, "node_baseline_kernel_headers"),
+    ],
+    ids=[
+        "proxy-scheme",
+        "mirror-no-scheme",
+        "no-main",
+        "ubuntu-component",
+        "no-ntp",
+        "ntp-with-options",
+        "relative-facts-dir",
+        "ntp-not-a-list",
+        "headers-not-bool",
+    ],
+)
+def test_bad_setting_is_refused_by_name(extra, expected):
+    result = preflight(extra)
+    assert result.returncode != 0, result.stdout
+    assert expected in " ".join(result.stdout.split())

@@ -1,0 +1,121 @@
+"""The test fleet's pure parts: image recipes and their hash, container options, apt proxy configuration."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import pytest
+import yaml
+
+from h100fleet.testfleet import images, nodes, services
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def test_recipe_hash_is_stable_and_tag_carries_it():
+    r = images.recipe("trixie")
+    assert r.digest() == images.recipe("trixie").digest()
+    assert r.tag == f"h100fleet/node:trixie-{r.digest()[:12]}"
+    assert r.alias == "h100fleet/node:trixie"
+
+
+def test_suites_differ_in_components():
+    assert images.recipe("bookworm").components == ("main",)
+    assert images.recipe("trixie").components == ("main", "contrib", "non-free", "non-free-firmware")
+    assert images.recipe("bookworm").digest() != images.recipe("trixie").digest()
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"packages": (*images.BASE_PACKAGES, "vim")},
+        {"mirror": "http://mirror.example/debian"},
+        {"components": ("main", "contrib")},
+        {"variant": "buildd"},
+    ],
+    ids=["packages", "mirror", "components", "variant"],
+)
+def test_any_recipe_field_changes_the_hash(change):
+    base = images.recipe("trixie")
+    assert dataclasses.replace(base, **change).digest() != base.digest()
+
+
+def test_setup_script_content_changes_the_hash(tmp_path):
+    base = images.recipe("bookworm")
+    script = tmp_path / "setup-node.sh"
+    script.write_bytes(base.setup_script.read_bytes())
+    same = dataclasses.replace(base, setup_script=script)
+    assert same.digest() == base.digest()
+    script.write_bytes(script.read_bytes() + b"\n# changed\n")
+    assert same.digest() != base.digest()
+
+
+def test_unknown_suite_names_the_choices():
+    with pytest.raises(ValueError, match=r"unknown node image suite 'bullseye': expected one of bookworm, trixie"):
+        images.recipe("bullseye")
+
+
+def test_debootstrap_argv():
+    r = images.recipe("trixie")
+    argv = images.debootstrap_argv(r, Path("/tmp/root"))
+    assert argv == [
+        "debootstrap",
+        "--variant=minbase",
+        "--components=main,contrib,non-free,non-free-firmware",
+        "--include=" + ",".join(images.BASE_PACKAGES),
+        "trixie",
+        "/tmp/root",
+        "http://deb.debian.org/debian",
+    ]
+    assert images.import_changes(r)[0] == 'CMD ["/sbin/init"]'
+    assert f"org.h100fleet.recipe={r.digest()}" in images.import_changes(r)[-1]
+
+
+def test_docker_run_argv_has_every_container_option():
+    argv = nodes.docker_run_argv("h100-node-1", "h100fleet/node:trixie")
+    assert argv[:2] == ["docker", "run"]
+    assert argv[-2:] == ["h100fleet/node:trixie", "/sbin/init"]
+    for expected in [
+        "--hostname",
+        "--cap-add=SYS_ADMIN",
+        "--security-opt=seccomp=unconfined",
+        "--security-opt=apparmor=unconfined",
+        "--cgroupns=host",
+        "--network=host",
+        "--tmpfs=/run",
+        "--tmpfs=/run/lock",
+        "--volume=/sys/fs/cgroup:/sys/fs/cgroup:rw",
+        "--stop-signal=SIGRTMIN+3",
+    ]:
+        assert expected in argv
+    assert "--privileged" not in argv
+
+
+def molecule_platforms():
+    for path in sorted((REPO / "molecule").glob("*/molecule.yml")):
+        for platform in yaml.safe_load(path.read_text())["platforms"]:
+            yield pytest.param(platform, id=f"{path.parent.name}/{platform['name']}")
+
+
+@pytest.mark.parametrize("platform", list(molecule_platforms()))
+def test_molecule_platforms_use_the_fleet_container_options(platform):
+    """Molecule's docker driver and `h100fleet testfleet up` must start nodes the same way."""
+    for key, value in nodes.CONTAINER_OPTIONS.items():
+        assert platform.get(key) == value, f"{platform['name']}: {key} is {platform.get(key)!r}, expected {value!r}"
+    assert platform["pre_build_image"] is True, "node images are built locally, never pulled"
+    assert platform["image"] in {r.alias for r in images.RECIPES.values()}
+
+
+def test_acng_config_points_at_the_reachable_mirror(tmp_path):
+    files = services.acng_config(tmp_path / "cache", tmp_path / "log", port=3999)
+    conf = files["acng.conf"]
+    assert f"CacheDir: {tmp_path / 'cache'}" in conf
+    assert "Port: 3999" in conf
+    assert "BindAddress: 127.0.0.1" in conf
+    assert files["backends_debian"] == "http://deb.debian.org/debian/\n"
+
+
+def test_apt_proxy_answers_false_when_nothing_listens():
+    # Port 9 (discard) on loopback: nothing of ours listens there.
+    assert services.apt_proxy_answers("127.0.0.1", 9) is False
