@@ -394,3 +394,8 @@ def test_markdown_footer(statuses: list[str], footer: str):
     text = summary.markdown(table)
     assert text.endswith(f"\n\n{footer}\n")
     assert len(text.splitlines()) == 2 + len(statuses) + 2
+
+
+def test_loaded_module_without_version_is_not_reported_as_none():
+    row = summary.node_row("n", {"ansible_local": {"h100fleet_node": {"nvidia_module_loaded": True}}}, "ok")
+    assert row["nvidia_module"] == "loaded (version unknown)"

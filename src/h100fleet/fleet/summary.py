@@ -66,7 +66,9 @@ def node_row(host: str, hostvars: Mapping[str, Any], status: str) -> dict[str, s
     baseline = _mapping(local.get("h100fleet_baseline"))
     distro = facts.get("distribution")
     module = node.get("nvidia_module_version")
-    if module is None and "nvidia_module_loaded" in node:
+    if module is None and node.get("nvidia_module_loaded"):
+        module = "loaded (version unknown)"
+    elif module is None and "nvidia_module_loaded" in node:
         module = "nouveau" if node.get("nouveau_loaded") else "none"
     row = {
         "node": host,
