@@ -1,0 +1,5 @@
+import sys
+
+from h100fleet.probes.run import main
+
+sys.exit(main())

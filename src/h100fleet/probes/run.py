@@ -1,0 +1,236 @@
+"""The probe run: NVML inventory and health, then (when a GPU is visible) compute, attention, NCCL and Unsloth.
+
+    python -m h100fleet.probes --expect-gpus 8 --driver 550 --json /var/lib/h100fleet/probe.json
+
+Prints one summary line; writes the JSON report where --json says; exits 0 OK, 1 WARN, 2 CRIT, 3 UNKNOWN.
+A node without a visible GPU, or with a broken stack, gets CRIT checks that say so, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from h100fleet.probes import nvml
+from h100fleet.probes.checks import Expectations, evaluate
+from h100fleet.probes.result import Check, Report, Status
+
+
+@dataclass(frozen=True)
+class Thresholds:
+    """Minimums for the measured figures. Defaults suit H100 SXM5 (about 750-800 TFLOP/s bf16 on 8192^3 and
+    about 3 TB/s device copy, read + write counted); set lower ones per group for H100 PCIe."""
+
+    min_gemm_tflops: float = 600.0
+    min_copy_gbs: float = 2000.0
+    min_allreduce_busbw_gbs: float = 100.0
+    attention_tolerance: float = 2e-2
+
+
+def _failure(name: str, exc: BaseException, remedy: str) -> Check:
+    return Check(name, Status.CRIT, None, None, remedy, f"{type(exc).__name__}: {exc}"[:300])
+
+
+def _measure(name: str, threshold: float, unit: str, remedy: str, measure: Callable[[], float]) -> Check:
+    try:
+        value = round(measure(), 1)
+    except Exception as exc:  # a probe reports a failure as a check, never as a traceback
+        return _failure(name, exc, remedy)
+    if value >= threshold:
+        return Check(name, Status.OK, value, threshold, "", f"{value} {unit}")
+    return Check(name, Status.CRIT, value, threshold, remedy, f"{value} {unit} < {threshold} {unit}")
+
+
+def torch_cuda_runtime() -> tuple[str | None, Check | None]:
+    """The CUDA version torch was built with, or a CRIT check when the stack's torch cannot be used."""
+    try:
+        import torch
+
+        return torch.version.cuda, None
+    except Exception as exc:
+        return None, _failure("torch_import", exc, "Rebuild the Python stack (python_stack role); torch must import.")
+
+
+def compute_checks(gpu_count: int, t: Thresholds) -> list[Check]:
+    from h100fleet.probes import compute
+
+    result = []
+    for i in range(gpu_count):
+        result.append(
+            _measure(
+                f"gemm_bf16_tflops[{i}]",
+                t.min_gemm_tflops,
+                "TFLOP/s",
+                "Check clocks and throttling (nvidia-smi -q -d PERFORMANCE), power and cooling; reset the GPU.",
+                lambda i=i: compute.gemm_tflops(i),
+            )
+        )
+        result.append(
+            _measure(
+                f"copy_bandwidth_gbs[{i}]",
+                t.min_copy_gbs,
+                "GB/s",
+                "Check memory clocks and ECC/remapping state; reset the GPU; replace it if it stays slow.",
+                lambda i=i: compute.copy_bandwidth_gbs(i),
+            )
+        )
+    try:
+        att = compute.attention(0, tolerance=t.attention_tolerance)
+        status = Status.OK if att.ok else Status.CRIT
+        remedy = "" if att.ok else "Attention output is wrong: reinstall flash-attn/torch for this GPU and driver."
+        detail = f"{att.backend}: max |error| {att.max_abs_error:.2e}, {att.tflops:.0f} TFLOP/s"
+        result.append(Check("attention", status, round(att.max_abs_error, 6), att.tolerance, remedy, detail))
+    except Exception as exc:
+        result.append(_failure("attention", exc, "Reinstall the stack's torch / flash-attn for this GPU."))
+    if gpu_count >= 2:
+        try:
+            busbw, correct = compute.allreduce_busbw_gbs(gpu_count)
+            if not correct:
+                result.append(
+                    Check(
+                        "nccl_allreduce",
+                        Status.CRIT,
+                        busbw,
+                        None,
+                        "NCCL returned a wrong sum: check NVLink/NVSwitch (fabric manager) and the NCCL version.",
+                        "wrong all-reduce result",
+                    )
+                )
+            else:
+                result.append(
+                    _measure(
+                        "nccl_allreduce_busbw_gbs",
+                        t.min_allreduce_busbw_gbs,
+                        "GB/s",
+                        "Check NVLink/NVSwitch health (nvidia-smi nvlink -s, fabric manager) and PCIe topology.",
+                        lambda: busbw,
+                    )
+                )
+        except Exception as exc:
+            result.append(_failure("nccl_allreduce", exc, "Check fabric manager, NVLink and NCCL (NCCL_DEBUG=INFO)."))
+    return result
+
+
+def unsloth_check(timeout: float) -> Check:
+    """Run the Unsloth forward/backward probe in its own process (it patches transformers process-wide)."""
+    argv = [sys.executable, "-m", "h100fleet.probes.unsloth_check"]
+    remedy = "Reinstall the stack (unsloth, unsloth_zoo, transformers, trl must be the locked versions)."
+    try:
+        proc = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, check=False)
+    except subprocess.TimeoutExpired:
+        return Check("unsloth_train_step", Status.CRIT, None, timeout, remedy, f"no result within {timeout:.0f} s")
+    lines = [line for line in proc.stdout.splitlines() if line.startswith("{")]
+    try:
+        data = json.loads(lines[-1])
+    except (IndexError, json.JSONDecodeError):
+        tail = (proc.stderr or proc.stdout).strip().splitlines()[-3:]
+        return Check("unsloth_train_step", Status.CRIT, None, None, remedy, " | ".join(tail)[:300] or "no output")
+    if not data.get("ok"):
+        detail = data.get("error") or f"losses {data.get('losses')}, grads finite {data.get('grads_finite')}"
+        return Check("unsloth_train_step", Status.CRIT, data.get("losses"), "loss decreases", remedy, detail[:300])
+    losses = data["losses"]
+    detail = (
+        f"unsloth {data['unsloth_version']}: loss {losses[0]:.3f} -> {losses[-1]:.3f} in {len(losses)} steps, "
+        f"grad norm {data['grad_norms'][0]:.3g}, {data['seconds']:.1f} s"
+    )
+    return Check("unsloth_train_step", Status.OK, [round(x, 4) for x in losses], "loss decreases", "", detail)
+
+
+def probe(
+    expect: Expectations,
+    thresholds: Thresholds,
+    *,
+    compute: bool = True,
+    unsloth: bool = True,
+    unsloth_timeout: float = 300,
+    node: str | None = None,
+    snapshot: dict[str, Any] | None = None,
+) -> Report:
+    started = time.monotonic()
+    snap = snapshot if snapshot is not None else nvml.snapshot()
+    checks: list[Check] = []
+    gpu_count = len(snap.get("gpus") or [])
+    if gpu_count and (compute or unsloth):
+        cuda, broken = torch_cuda_runtime()
+        if broken:
+            checks.append(broken)
+        elif cuda and expect.min_cuda_driver is not None:
+            # The driver must support the CUDA runtime that torch's wheels carry.
+            expect = Expectations(**{**expect.__dict__, "min_cuda_driver": ".".join(cuda.split(".")[:2])})
+    checks[:0] = evaluate(snap, expect)
+    visible = checks[0].status is Status.OK and checks[0].name == "nvidia_gpu_visible"
+    torch_ok = not any(c.name == "torch_import" for c in checks)
+    if visible and torch_ok and compute:
+        checks += compute_checks(gpu_count, thresholds)
+    if visible and torch_ok and unsloth:
+        checks.append(unsloth_check(unsloth_timeout))
+    return Report(tuple(checks), node or socket.gethostname(), runtime_s=round(time.monotonic() - started, 1))
+
+
+def _cc(text: str) -> str:
+    major, sep, minor = text.partition(".")
+    if not (sep and major.isdigit() and minor.isdigit()):
+        raise argparse.ArgumentTypeError(f"expected MAJOR.MINOR such as 9.0, got {text!r}")
+    return text
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m h100fleet.probes", description=__doc__.splitlines()[0])
+    p.add_argument("--expect-gpus", type=int, help="GPUs this node must show (default: do not check the count)")
+    p.add_argument("--compute-capability", type=_cc, default="9.0", help="expected compute capability (9.0)")
+    p.add_argument("--driver", help="driver pin: exact version (550.163.01) or branch (550)")
+    p.add_argument("--model", default="H100", help="text the GPU name must contain (H100)")
+    p.add_argument("--min-gemm-tflops", type=float, default=Thresholds.min_gemm_tflops)
+    p.add_argument("--min-copy-gbs", type=float, default=Thresholds.min_copy_gbs)
+    p.add_argument("--min-allreduce-busbw-gbs", type=float, default=Thresholds.min_allreduce_busbw_gbs)
+    p.add_argument("--no-compute", action="store_true", help="NVML checks only (no GEMM, copy, attention, NCCL)")
+    p.add_argument("--no-unsloth", action="store_true", help="skip the Unsloth forward/backward probe")
+    p.add_argument("--unsloth-timeout", type=float, default=300)
+    p.add_argument("--node", help="node name in the report (default: host name)")
+    p.add_argument("--snapshot", type=Path, help="evaluate a recorded NVML snapshot (JSON) instead of this node")
+    p.add_argument("--json", type=Path, help="write the JSON report here ('-' for standard output)")
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.expect_gpus is not None and args.expect_gpus < 0:
+        build_parser().error(f"--expect-gpus must be 0 or more, got {args.expect_gpus}")
+    expect = Expectations(
+        expected_gpus=args.expect_gpus,
+        compute_capability=args.compute_capability,
+        driver_version=args.driver,
+        model_substring=args.model,
+    )
+    thresholds = Thresholds(args.min_gemm_tflops, args.min_copy_gbs, args.min_allreduce_busbw_gbs)
+    snapshot = json.loads(args.snapshot.read_text()) if args.snapshot else None
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    report = probe(
+        expect,
+        thresholds,
+        compute=not args.no_compute,
+        unsloth=not args.no_unsloth,
+        unsloth_timeout=args.unsloth_timeout,
+        node=args.node,
+        snapshot=snapshot,
+    )
+    if args.json is not None:
+        text = report.to_json() + "\n"
+        if str(args.json) == "-":
+            sys.stdout.write(text)
+        else:
+            args.json.parent.mkdir(parents=True, exist_ok=True)
+            tmp = args.json.with_suffix(args.json.suffix + ".tmp")
+            tmp.write_text(text)
+            tmp.replace(args.json)
+    print(report.summary_line(), file=sys.stderr if str(args.json) == "-" else sys.stdout)
+    return report.exit_code

@@ -1,0 +1,99 @@
+"""The probe run and its command line, on recorded snapshots (no GPU here)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from h100fleet.probes import run
+from h100fleet.probes.checks import Expectations
+from h100fleet.probes.result import Status
+
+FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "nvml"
+
+
+def load(name: str) -> dict:
+    return json.loads((FIXTURES / name).read_text())
+
+
+def test_no_gpu_gives_one_clear_crit_and_runs_nothing_else():
+    report = run.probe(Expectations(), run.Thresholds(), snapshot=load("no_gpu.json"), node="n1")
+    assert [c.name for c in report.checks] == ["nvidia_gpu_visible"]
+    assert report.status is Status.CRIT and report.exit_code == 2
+    assert report.summary_line().startswith("CRIT n1: 1 CRIT")
+    assert "no NVIDIA GPU visible" in report.summary_line()
+
+
+def test_cli_writes_the_report_atomically_and_exits_with_the_status(tmp_path, capsys):
+    out = tmp_path / "reports" / "probe.json"
+    code = run.main(["--snapshot", str(FIXTURES / "no_gpu.json"), "--node", "n1", "--json", str(out)])
+    assert code == 2
+    data = json.loads(out.read_text())
+    assert data["status"] == "CRIT" and data["exit_code"] == 2 and data["node"] == "n1"
+    assert not out.with_suffix(".json.tmp").exists()
+    assert capsys.readouterr().out.startswith("CRIT n1:")
+
+
+def test_cli_nvml_only_on_a_healthy_recorded_node(capsys):
+    code = run.main(
+        [
+            "--snapshot",
+            str(FIXTURES / "healthy_h100_8gpu.json"),
+            "--expect-gpus",
+            "8",
+            "--driver",
+            "550",
+            "--no-compute",
+            "--no-unsloth",
+            "--node",
+            "gpu-a01",
+        ]
+    )
+    assert code == 0
+    assert capsys.readouterr().out.startswith("OK gpu-a01: 100 OK")
+
+
+def test_cli_a100_fails_on_compute_capability(capsys):
+    code = run.main(["--snapshot", str(FIXTURES / "a100.json"), "--no-compute", "--no-unsloth", "--node", "a"])
+    assert code == 2
+    assert "compute_capability[0]" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--compute-capability", "nine"], "argument --compute-capability: expected MAJOR.MINOR such as 9.0"),
+        (["--expect-gpus", "-1"], "--expect-gpus must be 0 or more, got -1"),
+        (["--min-gemm-tflops", "fast"], "argument --min-gemm-tflops: invalid float value: 'fast'"),
+    ],
+)
+def test_cli_bad_arguments_are_named(argv, message, capsys):
+    with pytest.raises(SystemExit) as exc:
+        run.main(argv)
+    assert exc.value.code == 2
+    assert message in capsys.readouterr().err
+
+
+def test_measure_turns_an_exception_into_a_crit_check():
+    def broken():
+        raise RuntimeError("CUDA error: an illegal memory access was encountered")
+
+    check = run._measure("gemm_bf16_tflops[0]", 600, "TFLOP/s", "reset", broken)
+    assert check.status is Status.CRIT
+    assert check.detail == "RuntimeError: CUDA error: an illegal memory access was encountered"
+
+
+def test_measure_compares_with_the_threshold():
+    assert run._measure("x", 600, "TFLOP/s", "r", lambda: 612.34).status is Status.OK
+    low = run._measure("x", 600, "TFLOP/s", "r", lambda: 512.0)
+    assert low.status is Status.CRIT and low.detail == "512.0 TFLOP/s < 600 TFLOP/s"
+
+
+def test_unsloth_check_reports_a_broken_stack_as_crit():
+    # This machine has no torch or unsloth: the subprocess fails and the probe says why instead of raising.
+    check = run.unsloth_check(timeout=120)
+    assert check.name == "unsloth_train_step"
+    assert check.status is Status.CRIT
+    assert "ModuleNotFoundError" in check.detail or "No module named" in check.detail
