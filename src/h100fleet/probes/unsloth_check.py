@@ -93,7 +93,7 @@ def run(workdir: Path, steps: int = 8, seq: int = 128, batch: int = 2, lr: float
         grads = [p.grad for p in params if p.grad is not None]
         finite = finite and all(bool(torch.isfinite(g).all()) for g in grads)
         grad_norms.append(math.sqrt(sum(float(g.float().pow(2).sum()) for g in grads)))
-        losses.append(float(loss))
+        losses.append(float(loss.detach()))
         optimizer.step()
     ok = finite and grad_norms[0] > 0 and all(math.isfinite(x) for x in losses) and losses[-1] < losses[0]
     return {
