@@ -665,6 +665,7 @@ def test_report_to_json():
             "counts": {"UNKNOWN": 1, "WARN": 1, "OK": 1},
             "summary": "UNKNOWN gpu-a01: 1 UNKNOWN, 1 WARN, 1 OK (1.2 s) - ecc_mode[1]: not supported; "
             "temperature[2]: 80 C, 7 C below slowdown",
+            "environment": {},
             "checks": [
                 {"name": "gpu_count", "status": "OK", "value": 8, "threshold": 8, "remedy": "", "detail": ""},
                 {
@@ -695,6 +696,7 @@ def test_report_to_json():
         "runtime_s",
         "counts",
         "summary",
+        "environment",
         "checks",
     ]
 

@@ -93,7 +93,8 @@ def test_measure_compares_with_the_threshold():
 
 def test_unsloth_check_reports_a_broken_stack_as_crit():
     # This machine has no torch or unsloth: the subprocess fails and the probe says why instead of raising.
-    check = run.unsloth_check(timeout=120)
+    check, version = run.unsloth_check(timeout=120)
+    assert version is None
     assert check.name == "unsloth_train_step"
     assert check.status is Status.CRIT
     assert "ModuleNotFoundError" in check.detail or "No module named" in check.detail

@@ -89,6 +89,8 @@ class Report:
     node: str
     started: str = field(default_factory=utc_now)
     runtime_s: float = 0.0
+    # What the checks ran on: driver, CUDA, Python, torch and unsloth versions (JSON values).
+    environment: dict = field(default_factory=dict)
 
     def __post_init__(self):
         object.__setattr__(self, "checks", tuple(self.checks))
@@ -132,6 +134,7 @@ class Report:
             "runtime_s": self.runtime_s,
             "counts": self.counts(),
             "summary": self.summary_line(),
+            "environment": self.environment,
             "checks": [c.to_dict() for c in self.checks],
         }
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import platform
 import socket
 import subprocess
 import sys
@@ -50,14 +51,16 @@ def _measure(name: str, threshold: float, unit: str, remedy: str, measure: Calla
     return Check(name, Status.CRIT, value, threshold, remedy, f"{value} {unit} < {threshold} {unit}")
 
 
-def torch_cuda_runtime() -> tuple[str | None, Check | None]:
-    """The CUDA version torch was built with, or a CRIT check when the stack's torch cannot be used."""
+def torch_versions() -> tuple[dict[str, str | None], Check | None]:
+    """torch's version and the CUDA version it was built with, or a CRIT check when the stack's torch cannot be
+    imported."""
     try:
         import torch
 
-        return torch.version.cuda, None
+        return {"torch": torch.__version__, "torch_cuda": torch.version.cuda}, None
     except Exception as exc:
-        return None, _failure("torch_import", exc, "Rebuild the Python stack (python_stack role); torch must import.")
+        remedy = "Rebuild the Python stack (python_stack role); torch must import."
+        return {"torch": None, "torch_cuda": None}, _failure("torch_import", exc, remedy)
 
 
 def compute_checks(gpu_count: int, t: Thresholds) -> list[Check]:
@@ -120,29 +123,34 @@ def compute_checks(gpu_count: int, t: Thresholds) -> list[Check]:
     return result
 
 
-def unsloth_check(timeout: float) -> Check:
-    """Run the Unsloth forward/backward probe in its own process (it patches transformers process-wide)."""
+def unsloth_check(timeout: float) -> tuple[Check, str | None]:
+    """Run the Unsloth forward/backward probe in its own process (it patches transformers process-wide).
+    Returns the check and the unsloth version that ran (None when it did not get that far)."""
     argv = [sys.executable, "-m", "h100fleet.probes.unsloth_check"]
     remedy = "Reinstall the stack (unsloth, unsloth_zoo, transformers, trl must be the locked versions)."
     try:
         proc = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, check=False)
     except subprocess.TimeoutExpired:
-        return Check("unsloth_train_step", Status.CRIT, None, timeout, remedy, f"no result within {timeout:.0f} s")
+        return Check(
+            "unsloth_train_step", Status.CRIT, None, timeout, remedy, f"no result within {timeout:.0f} s"
+        ), None
     lines = [line for line in proc.stdout.splitlines() if line.startswith("{")]
     try:
         data = json.loads(lines[-1])
     except (IndexError, json.JSONDecodeError):
         tail = (proc.stderr or proc.stdout).strip().splitlines()[-3:]
-        return Check("unsloth_train_step", Status.CRIT, None, None, remedy, " | ".join(tail)[:300] or "no output")
+        return Check("unsloth_train_step", Status.CRIT, None, None, remedy, " | ".join(tail)[:300] or "no output"), None
     if not data.get("ok"):
         detail = data.get("error") or f"losses {data.get('losses')}, grads finite {data.get('grads_finite')}"
-        return Check("unsloth_train_step", Status.CRIT, data.get("losses"), "loss decreases", remedy, detail[:300])
+        check = Check("unsloth_train_step", Status.CRIT, data.get("losses"), "loss decreases", remedy, detail[:300])
+        return check, data.get("unsloth_version")
     losses = data["losses"]
     detail = (
         f"unsloth {data['unsloth_version']}: loss {losses[0]:.3f} -> {losses[-1]:.3f} in {len(losses)} steps, "
         f"grad norm {data['grad_norms'][0]:.3g}, {data['seconds']:.1f} s"
     )
-    return Check("unsloth_train_step", Status.OK, [round(x, 4) for x in losses], "loss decreases", "", detail)
+    check = Check("unsloth_train_step", Status.OK, [round(x, 4) for x in losses], "loss decreases", "", detail)
+    return check, data["unsloth_version"]
 
 
 def probe(
@@ -157,10 +165,17 @@ def probe(
 ) -> Report:
     started = time.monotonic()
     snap = snapshot if snapshot is not None else nvml.snapshot()
+    environment: dict[str, Any] = {
+        "python": platform.python_version(),
+        "driver": snap.get("driver_version"),
+        "cuda_driver": snap.get("cuda_driver_version"),
+    }
     checks: list[Check] = []
     gpu_count = len(snap.get("gpus") or [])
     if gpu_count and (compute or unsloth):
-        cuda, broken = torch_cuda_runtime()
+        versions, broken = torch_versions()
+        environment.update(versions)
+        cuda = versions["torch_cuda"]
         if broken:
             checks.append(broken)
         elif cuda and expect.min_cuda_driver is not None:
@@ -172,8 +187,10 @@ def probe(
     if visible and torch_ok and compute:
         checks += compute_checks(gpu_count, thresholds)
     if visible and torch_ok and unsloth:
-        checks.append(unsloth_check(unsloth_timeout))
-    return Report(tuple(checks), node or socket.gethostname(), runtime_s=round(time.monotonic() - started, 1))
+        check, environment["unsloth"] = unsloth_check(unsloth_timeout)
+        checks.append(check)
+    runtime = round(time.monotonic() - started, 1)
+    return Report(tuple(checks), node or socket.gethostname(), runtime_s=runtime, environment=environment)
 
 
 def _cc(text: str) -> str:
