@@ -18,6 +18,13 @@ Components: $components
 Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg
 SOURCES
 
+# Certificate authorities the build host trusts beyond Debian's bundle (copied to /usr/local/share/ca-certificates
+# by the builder): the system store for apt and curl, and pip told to use it too (older pip reads only certifi).
+if ls /usr/local/share/ca-certificates/*.crt >/dev/null 2>&1; then
+  update-ca-certificates >/dev/null
+  printf '[global]\ncert = /etc/ssl/certs/ca-certificates.crt\n' > /etc/pip.conf
+fi
+
 # systemd as PID 1 in a container: units that need real hardware or a console
 # can never start there, and would only keep `systemctl is-system-running` at
 # "degraded".

@@ -119,3 +119,14 @@ def test_acng_config_points_at_the_reachable_mirror(tmp_path):
 def test_apt_proxy_answers_false_when_nothing_listens():
     # Port 9 (discard) on loopback: nothing of ours listens there.
     assert services.apt_proxy_answers("127.0.0.1", 9) is False
+
+
+def test_host_ca_certificates_change_the_hash(tmp_path):
+    base = dataclasses.replace(images.recipe("trixie"), ca_dir=tmp_path)
+    empty = base.digest()
+    (tmp_path / "proxy-ca.crt").write_text("-----BEGIN CERTIFICATE-----\nA\n-----END CERTIFICATE-----\n")
+    with_ca = base.digest()
+    assert with_ca != empty
+    (tmp_path / "proxy-ca.crt").write_text("-----BEGIN CERTIFICATE-----\nB\n-----END CERTIFICATE-----\n")
+    assert base.digest() not in {empty, with_ca}
+    assert base.ca_certificates() == [tmp_path / "proxy-ca.crt"]

@@ -27,6 +27,9 @@ SETUP_SCRIPT = Path(__file__).resolve().parents[3] / "files" / "images" / "setup
 
 # What a freshly provisioned server has before Ansible touches it: an init system, Python for Ansible's modules,
 # python3-apt for its apt module, and sudo for `become`.
+# Certificate authorities this host trusts beyond Debian's bundle (a TLS-intercepting proxy's, a company CA):
+# copied into every node image so that nodes reach PyPI and the mirrors the way the host does.
+HOST_CA_DIR = Path("/usr/local/share/ca-certificates")
 BASE_PACKAGES = ("systemd", "systemd-sysv", "dbus", "python3", "python3-apt", "sudo", "ca-certificates")
 DEBIAN_NONFREE = ("main", "contrib", "non-free", "non-free-firmware")
 
@@ -39,11 +42,16 @@ class ImageRecipe:
     mirror: str = DEFAULT_MIRROR
     variant: str = "minbase"
     setup_script: Path = field(default=SETUP_SCRIPT, compare=False)
+    ca_dir: Path = field(default=HOST_CA_DIR, compare=False)
+
+    def ca_certificates(self) -> list[Path]:
+        return sorted(self.ca_dir.glob("*.crt")) if self.ca_dir.is_dir() else []
 
     def digest(self) -> str:
         """A stable hash of everything that decides the image's contents."""
         fields = asdict(self)
         fields["setup_script"] = hashlib.sha256(self.setup_script.read_bytes()).hexdigest()
+        fields["ca_dir"] = {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in self.ca_certificates()}
         fields["build_format"] = BUILD_FORMAT
         canonical = json.dumps(fields, sort_keys=True, default=list).encode()
         return hashlib.sha256(canonical).hexdigest()
@@ -115,6 +123,8 @@ def build(r: ImageRecipe, *, proxy: str | None = None, workdir: Path | None = No
         root = Path(tmp) / "root"
         run(debootstrap_argv(r, root), env=env)
         shutil.copy(r.setup_script, root / "tmp" / "setup-node.sh")
+        for cert in r.ca_certificates():
+            shutil.copy(cert, root / "usr" / "local" / "share" / "ca-certificates" / cert.name)
         run(["chroot", str(root), "/bin/sh", "/tmp/setup-node.sh", r.suite, " ".join(r.components), r.mirror])
         (root / "tmp" / "setup-node.sh").unlink()
         argv = ["docker", "import"]

@@ -1,0 +1,1 @@
+../../../src/h100fleet/__init__.py

@@ -1,0 +1,20 @@
+"""Filters for the gpu_validate role: a thin shim over h100fleet.fleet.validation (unit-tested there)."""
+
+from __future__ import annotations
+
+try:
+    from h100fleet.fleet import validation
+except ImportError as exc:  # pragma: no cover - only without the project's environment
+    raise ImportError(
+        "gpu_validate needs the h100fleet package on the control node: run ansible-playbook from the project's "
+        "environment (.venv)"
+    ) from exc
+
+
+def gpu_validate_rows(hostvars, hosts):
+    return validation.rows(hostvars, hosts)
+
+
+class FilterModule:
+    def filters(self):
+        return {"gpu_validate_rows": gpu_validate_rows, "gpu_validate_markdown": validation.markdown}
