@@ -21,6 +21,11 @@ def test_probe_modules_installed(host):
     assert host.file(f"{INSTALL}/h100fleet/__init__.py").is_file
 
 
+def test_compiler_cache_dir_survives_reboots(host):
+    cache = host.file("/var/cache/h100fleet/probes")
+    assert cache.is_directory and cache.user == "root"
+
+
 def test_probe_venv_has_nvml_binding(host):
     out = host.check_output(f"{INSTALL}/venv/bin/python -c 'import pynvml; print(pynvml.__name__)'")
     assert out == "pynvml"

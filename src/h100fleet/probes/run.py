@@ -123,22 +123,31 @@ def compute_checks(gpu_count: int, t: Thresholds) -> list[Check]:
     return result
 
 
-def unsloth_check(timeout: float) -> tuple[Check, str | None]:
-    """Run the Unsloth forward/backward probe in its own process (it patches transformers process-wide).
-    Returns the check and the unsloth version that ran (None when it did not get that far)."""
+def start_unsloth() -> subprocess.Popen[str]:
+    """Start the Unsloth forward/backward probe in its own process (it patches transformers process-wide).
+
+    Most of its time is CPU work (imports, compiling the model), so it runs while the compute probes measure."""
     argv = [sys.executable, "-m", "h100fleet.probes.unsloth_check"]
+    return subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def finish_unsloth(proc: subprocess.Popen[str], timeout: float) -> tuple[Check, str | None]:
+    """Wait for the Unsloth probe; return its check and the unsloth version that ran (None when it did not get
+    that far)."""
     remedy = "Reinstall the stack (unsloth, unsloth_zoo, transformers, trl must be the locked versions)."
     try:
-        proc = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, check=False)
+        stdout, stderr = proc.communicate(timeout=timeout)
     except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.communicate()
         return Check(
             "unsloth_train_step", Status.CRIT, None, timeout, remedy, f"no result within {timeout:.0f} s"
         ), None
-    lines = [line for line in proc.stdout.splitlines() if line.startswith("{")]
+    lines = [line for line in stdout.splitlines() if line.startswith("{")]
     try:
         data = json.loads(lines[-1])
     except (IndexError, json.JSONDecodeError):
-        tail = (proc.stderr or proc.stdout).strip().splitlines()[-3:]
+        tail = (stderr or stdout).strip().splitlines()[-3:]
         return Check("unsloth_train_step", Status.CRIT, None, None, remedy, " | ".join(tail)[:300] or "no output"), None
     if not data.get("ok"):
         detail = data.get("error") or f"losses {data.get('losses')}, grads finite {data.get('grads_finite')}"
@@ -151,6 +160,11 @@ def unsloth_check(timeout: float) -> tuple[Check, str | None]:
     )
     check = Check("unsloth_train_step", Status.OK, [round(x, 4) for x in losses], "loss decreases", "", detail)
     return check, data["unsloth_version"]
+
+
+def unsloth_check(timeout: float) -> tuple[Check, str | None]:
+    """The Unsloth probe alone, start to finish."""
+    return finish_unsloth(start_unsloth(), timeout)
 
 
 def probe(
@@ -184,10 +198,11 @@ def probe(
     checks[:0] = evaluate(snap, expect)
     visible = checks[0].status is Status.OK and checks[0].name == "nvidia_gpu_visible"
     torch_ok = not any(c.name == "torch_import" for c in checks)
+    pending = start_unsloth() if visible and torch_ok and unsloth else None
     if visible and torch_ok and compute:
         checks += compute_checks(gpu_count, thresholds)
-    if visible and torch_ok and unsloth:
-        check, environment["unsloth"] = unsloth_check(unsloth_timeout)
+    if pending is not None:
+        check, environment["unsloth"] = finish_unsloth(pending, unsloth_timeout)
         checks.append(check)
     runtime = round(time.monotonic() - started, 1)
     return Report(tuple(checks), node or socket.gethostname(), runtime_s=runtime, environment=environment)
