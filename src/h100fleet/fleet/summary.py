@@ -10,6 +10,8 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+from h100fleet.fleet import MISSING, markdown_table
+
 COLUMNS = (
     ("node", "node"),
     ("status", "status"),
@@ -25,7 +27,6 @@ COLUMNS = (
     ("kernel_headers", "kernel headers"),
     ("time_sync", "time sync"),
 )
-MISSING = "-"
 
 
 def _mapping(value: Any) -> Mapping[str, Any]:
@@ -96,14 +97,5 @@ def rows(
 
 
 def markdown(table: list[dict[str, str]]) -> str:
-    def cell(value: str) -> str:
-        return str(value).replace("|", "\\|")
-
-    lines = [
-        "| " + " | ".join(title for _, title in COLUMNS) + " |",
-        "|" + "|".join("---" for _ in COLUMNS) + "|",
-    ]
-    lines += ["| " + " | ".join(cell(r.get(key, MISSING)) for key, _ in COLUMNS) + " |" for r in table]
     ok = sum(1 for r in table if r.get("status") == "ok")
-    lines += ["", f"{ok} of {len(table)} nodes ok."]
-    return "\n".join(lines) + "\n"
+    return "\n".join([*markdown_table(COLUMNS, table), "", f"{ok} of {len(table)} nodes ok."]) + "\n"

@@ -10,6 +10,8 @@ import re
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+from h100fleet.fleet import MISSING, markdown_table
+
 COLUMNS = (
     ("node", "node"),
     ("gpus", "GPUs"),
@@ -19,7 +21,6 @@ COLUMNS = (
     ("gemm_tflops", "GEMM TFLOP/s (min)"),
     ("status", "status"),
 )
-MISSING = "-"
 _INDEXED = re.compile(r"^(?P<base>[a-z_0-9]+)\[(?P<index>\d+)\]$")
 
 
@@ -71,13 +72,8 @@ def rows(hostvars: Mapping[str, Mapping[str, Any]], hosts: Iterable[str]) -> lis
 
 
 def markdown(table: list[dict[str, str]]) -> str:
-    lines = [
-        "| " + " | ".join(title for _, title in COLUMNS) + " |",
-        "|" + "|".join("---" for _ in COLUMNS) + "|",
-    ]
-    lines += ["| " + " | ".join(str(r.get(k, MISSING)).replace("|", "\\|") for k, _ in COLUMNS) + " |" for r in table]
     counts: dict[str, int] = {}
     for r in table:
         counts[r["status"]] = counts.get(r["status"], 0) + 1
-    lines += ["", ", ".join(f"{n} {status}" for status, n in sorted(counts.items())) + f" of {len(table)} nodes."]
-    return "\n".join(lines) + "\n"
+    total = ", ".join(f"{n} {status}" for status, n in sorted(counts.items())) + f" of {len(table)} nodes."
+    return "\n".join([*markdown_table(COLUMNS, table), "", total]) + "\n"
