@@ -6,46 +6,12 @@ node_baseline_preflight) with the facts of a supported node given as extra vars,
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
-import sys
-from pathlib import Path
-
 import pytest
-
-REPO = Path(__file__).resolve().parents[2]
-PLAYBOOK = REPO / "tests" / "playbooks" / "preflight.yml"
-GOOD_FACTS = {
-    "distribution": "Debian",
-    "distribution_version": "13.2",
-    "distribution_major_version": "13",
-    "distribution_release": "trixie",
-    "os_family": "Debian",
-    "architecture": "x86_64",
-    "service_mgr": "systemd",
-}
+from helpers import flat, run_preflight
 
 
-def preflight(extra: dict, facts: dict | None = None) -> subprocess.CompletedProcess[str]:
-    extra_vars = {"ansible_facts": {**GOOD_FACTS, **(facts or {})}, **extra}
-    env = {**os.environ, "ANSIBLE_CONFIG": str(REPO / "ansible.cfg"), "ANSIBLE_NOCOLOR": "1"}
-    env["PATH"] = f"{Path(sys.executable).parent}:{env.get('PATH', '')}"
-    return subprocess.run(
-        [
-            "ansible-playbook",
-            str(PLAYBOOK),
-            "--tags",
-            "node_baseline_preflight",
-            "-e",
-            json.dumps(extra_vars),
-        ],
-        cwd=REPO,
-        env=env,
-        capture_output=True,
-        text=True,
-        check=False,
-    )
+def preflight(extra: dict, facts: dict | None = None):
+    return run_preflight("preflight.yml", "node_baseline_preflight", extra, facts)
 
 
 def test_supported_node_with_defaults_passes():
@@ -73,7 +39,7 @@ def test_supported_node_with_defaults_passes():
 def test_unsupported_node_is_refused(facts, expected):
     result = preflight({}, facts)
     assert result.returncode != 0
-    assert expected in " ".join(result.stdout.split())
+    assert expected in flat(result)
 
 
 @pytest.mark.parametrize(
@@ -114,4 +80,4 @@ def test_unsupported_node_is_refused(facts, expected):
 def test_bad_setting_is_refused_by_name(extra, expected):
     result = preflight(extra)
     assert result.returncode != 0, result.stdout
-    assert expected in " ".join(result.stdout.split())
+    assert expected in flat(result)

@@ -1,0 +1,73 @@
+"""What nvidia_driver leaves on a Debian 13 node: the pinned, held driver and its configuration."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import pytest
+import testinfra.utils.ansible_runner
+
+testinfra_hosts = testinfra.utils.ansible_runner.AnsibleRunner(os.environ["MOLECULE_INVENTORY_FILE"]).get_hosts("all")
+
+VERSION = "550.163.01"
+DRIVER_PACKAGES = [
+    "nvidia-open-kernel-dkms",
+    "nvidia-smi",
+    "libcuda1",
+    "libnvidia-ml1",
+    "libnvidia-ptxjitcompiler1",
+    "firmware-nvidia-gsp",
+    "nvidia-persistenced",
+]
+
+
+@pytest.mark.parametrize("name", DRIVER_PACKAGES)
+def test_driver_package_at_the_exact_version_and_held(host, name):
+    package = host.package(name)
+    assert package.is_installed
+    assert package.version.startswith(f"{VERSION}-")
+    assert host.check_output(f"dpkg-query --show --showformat='${{db:Status-Abbrev}}' {name}").strip() == "hi"
+
+
+def test_apt_upgrade_proposes_nothing_nvidia(host):
+    host.check_output("apt-get update -qq")
+    simulated = host.check_output("apt-get -s upgrade")
+    changes = [line for line in simulated.splitlines() if line.startswith(("Inst ", "Remv "))]
+    assert not [line for line in changes if "nvidia" in line or "libcuda" in line], changes
+
+
+def test_pin_keeps_the_candidate_at_the_version(host):
+    pref = host.file("/etc/apt/preferences.d/h100fleet-nvidia-driver.pref").content_string
+    assert "Package: src:nvidia-graphics-drivers" in pref
+    assert "Package: src:nvidia-open-gpu-kernel-modules" in pref
+    assert f"Pin: version {VERSION}-*" in pref
+    policy = host.check_output("apt-cache policy nvidia-smi")
+    assert f"Candidate: {VERSION}-" in policy
+
+
+def test_no_x_server_on_a_compute_node(host):
+    assert not host.package("xserver-xorg-core").is_installed
+    assert not host.package("nvidia-driver").is_installed
+
+
+def test_nouveau_blacklisted(host):
+    conf = host.file("/etc/modprobe.d/h100fleet-blacklist-nouveau.conf").content_string
+    assert "blacklist nouveau" in conf
+    assert "options nouveau modeset=0" in conf
+
+
+def test_persistenced_enabled(host):
+    assert host.service("nvidia-persistenced").is_enabled
+
+
+def test_dkms_registered_the_open_module(host):
+    status = host.check_output("dkms status")
+    assert f"nvidia-current-open/{VERSION}" in status
+
+
+def test_driver_fact(host):
+    fact = json.loads(host.file("/etc/ansible/facts.d/h100fleet_driver.fact").content_string)
+    assert fact["installed_version"] == VERSION
+    assert fact["module_flavor"] == "open"
+    assert fact["held"] is True

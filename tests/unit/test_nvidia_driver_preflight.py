@@ -1,0 +1,84 @@
+"""nvidia_driver refuses what would break a node before it changes anything, and says why."""
+
+from __future__ import annotations
+
+import pytest
+from helpers import flat, run_preflight
+
+
+def preflight(extra: dict, facts: dict | None = None):
+    return run_preflight("preflight-nvidia_driver.yml", "nvidia_driver_preflight", extra, facts)
+
+
+def node_fact(**fields) -> dict:
+    base = {"gpu_count": 8, "nvswitch_count": 0, "secure_boot": "disabled", "nvidia_module_loaded": False}
+    return {"ansible_local": {"h100fleet_node": {**base, **fields}}}
+
+
+def test_debian_13_with_defaults_passes():
+    result = preflight(node_fact())
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+@pytest.mark.parametrize("version", ["550", "550.163.01", "550.54.15", "560"])
+def test_versions_that_can_run_cuda_12_4_pass(version):
+    result = preflight({"nvidia_driver_version": version, **node_fact()})
+    assert result.returncode == 0, flat(result)
+
+
+@pytest.mark.parametrize(
+    ("extra", "expected"),
+    [
+        (
+            {"nvidia_driver_version": "535"},
+            "nvidia_driver_version 535 cannot run CUDA 12.4, which needs a driver >= 550.54.15",
+        ),
+        ({"nvidia_driver_version": "550.54.14"}, "nvidia_driver_version 550.54.14 cannot run CUDA 12.4"),
+        ({"nvidia_driver_version": "550.x"}, "nvidia_driver_version is '550.x'; expected a branch"),
+        ({"nvidia_driver_cuda_version": "12.7"}, "nvidia_driver_cuda_version is '12.7'; expected one of"),
+        ({"nvidia_driver_module_flavor": "nouveau"}, "nvidia_driver_module_flavor"),
+        ({"nvidia_driver_reboot": "sometimes"}, "nvidia_driver_reboot"),
+    ],
+    ids=["branch-535", "too-old-exact", "bad-version", "unknown-cuda", "bad-flavor", "bad-reboot-policy"],
+)
+def test_bad_settings_are_refused_by_name(extra, expected):
+    result = preflight({**extra, **node_fact()})
+    assert result.returncode != 0
+    assert expected in flat(result)
+
+
+def test_secure_boot_without_a_signing_key_is_refused():
+    result = preflight(node_fact(secure_boot="enabled"))
+    assert result.returncode != 0
+    assert "Secure Boot is enabled on localhost and no module-signing key is configured" in flat(result)
+
+
+def test_secure_boot_with_a_signing_key_passes():
+    keys = {
+        "nvidia_driver_signing_key": "/var/lib/shim-signed/mok/MOK.priv",
+        "nvidia_driver_signing_cert": "/var/lib/shim-signed/mok/MOK.der",
+    }
+    result = preflight({**keys, **node_fact(secure_boot="enabled")})
+    assert result.returncode == 0, flat(result)
+
+
+def test_nvswitch_node_needs_fabric_manager_which_debian_lacks():
+    result = preflight(node_fact(nvswitch_count=4))
+    assert result.returncode != 0
+    assert "has 4 NVSwitches" in flat(result) and "Debian does not package" in flat(result)
+
+
+@pytest.mark.parametrize(
+    "facts",
+    [
+        {"distribution": "Debian", "distribution_version": "12.8", "distribution_major_version": "12"},
+        {"distribution": "Ubuntu", "distribution_version": "22.04", "distribution_major_version": "22"},
+    ],
+    ids=["debian-12", "ubuntu-22.04"],
+)
+def test_os_without_an_implemented_source_is_refused(facts):
+    result = preflight(node_fact(), facts)
+    assert result.returncode != 0
+    assert "NVIDIA's CUDA repository for Ubuntu 22.04/24.04, RHEL 9 and Debian 12 is not implemented yet" in flat(
+        result
+    )
