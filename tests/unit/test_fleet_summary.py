@@ -39,6 +39,17 @@ BASELINE_FACT: dict[str, Any] = {
 }
 
 
+# What nvidia_driver's configure.yml records.
+DRIVER_FACT: dict[str, Any] = {
+    "schema": 1,
+    "installed_version": "550.163.01",
+    "package_version": "550.163.01-2",
+    "module_flavor": "open",
+    "held": True,
+    "dkms": ["nvidia-current-open/550.163.01, 6.1.0-28-amd64, x86_64: installed"],
+}
+
+
 def full_hostvars() -> dict[str, Any]:
     return {
         "inventory_hostname": "gpu-a01",
@@ -51,6 +62,7 @@ def full_hostvars() -> dict[str, Any]:
         "ansible_local": {
             "h100fleet_node": copy.deepcopy(NODE_FACT),
             "h100fleet_baseline": copy.deepcopy(BASELINE_FACT),
+            "h100fleet_driver": copy.deepcopy(DRIVER_FACT),
         },
         "h100fleet_driver_branch": "550",
         "h100fleet_cuda_version": "12.4",
@@ -66,6 +78,7 @@ FULL_ROW = {
     "gpus": "8x NVIDIA H100 80GB HBM3",
     "nvswitches": "4",
     "secure_boot": "enabled",
+    "driver_installed": "550.163.01 (open, held)",
     "nvidia_module": "550.163.01",
     "driver_pin": "550",
     "cuda_pin": "12.4",
@@ -334,10 +347,10 @@ def test_rows_empty():
 # --- markdown ------------------------------------------------------------------------------------------------
 
 HEADER = (
-    "| node | status | OS | kernel | GPUs | NVSwitch | Secure Boot | NVIDIA module | driver pin | CUDA pin | "
-    "stack pin | kernel headers | time sync |"
+    "| node | status | OS | kernel | GPUs | NVSwitch | Secure Boot | driver installed | NVIDIA module | driver pin | "
+    "CUDA pin | stack pin | kernel headers | time sync |"
 )
-SEPARATOR = "|---|---|---|---|---|---|---|---|---|---|---|---|---|"
+SEPARATOR = "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"
 
 
 def unescaped_pipes(line: str) -> int:
@@ -349,9 +362,10 @@ def test_markdown_exact():
     assert summary.markdown(table) == (
         f"{HEADER}\n"
         f"{SEPARATOR}\n"
-        "| gpu-a01 | ok | Debian 12.8 | 6.1.0-28-amd64 | 8x NVIDIA H100 80GB HBM3 | 4 | enabled | 550.163.01 | "
-        "550 | 12.4 | torch2.3-unsloth2024.8-py310 | linux-headers-6.1.0-28-amd64 | chrony |\n"
-        "| gpu-b01 | failed | - | - | - | - | - | - | - | - | - | - | - |\n"
+        "| gpu-a01 | ok | Debian 12.8 | 6.1.0-28-amd64 | 8x NVIDIA H100 80GB HBM3 | 4 | enabled | "
+        "550.163.01 (open, held) | 550.163.01 | 550 | 12.4 | torch2.3-unsloth2024.8-py310 | "
+        "linux-headers-6.1.0-28-amd64 | chrony |\n"
+        "| gpu-b01 | failed | - | - | - | - | - | - | - | - | - | - | - | - |\n"
         "\n"
         "1 of 2 nodes ok.\n"
     )
@@ -377,7 +391,7 @@ def test_markdown_escapes_pipes():
 
 
 def test_markdown_missing_keys_show_as_dash():
-    assert summary.markdown([{"node": "n1", "status": "ok"}]).splitlines()[2] == "| n1 | ok |" + " - |" * 11
+    assert summary.markdown([{"node": "n1", "status": "ok"}]).splitlines()[2] == "| n1 | ok |" + " - |" * 12
 
 
 def test_markdown_stringifies_values():
@@ -399,3 +413,11 @@ def test_markdown_footer(statuses: list[str], footer: str):
 def test_loaded_module_without_version_is_not_reported_as_none():
     row = summary.node_row("n", {"ansible_local": {"h100fleet_node": {"nvidia_module_loaded": True}}}, "ok")
     assert row["nvidia_module"] == "loaded (version unknown)"
+
+
+def test_driver_installed_column():
+    hv = full_hostvars()
+    hv["ansible_local"]["h100fleet_driver"]["held"] = False
+    assert summary.node_row("n", hv, "ok")["driver_installed"] == "550.163.01 (open)"
+    del hv["ansible_local"]["h100fleet_driver"]
+    assert summary.node_row("n", hv, "ok")["driver_installed"] == "-"

@@ -20,6 +20,7 @@ COLUMNS = (
     ("gpus", "GPUs"),
     ("nvswitches", "NVSwitch"),
     ("secure_boot", "Secure Boot"),
+    ("driver_installed", "driver installed"),
     ("nvidia_module", "NVIDIA module"),
     ("driver_pin", "driver pin"),
     ("cuda_pin", "CUDA pin"),
@@ -31,6 +32,14 @@ COLUMNS = (
 
 def _mapping(value: Any) -> Mapping[str, Any]:
     return value if isinstance(value, Mapping) else {}
+
+
+def _driver(driver: Mapping[str, Any]) -> str:
+    version = driver.get("installed_version")
+    if not version:
+        return MISSING
+    flavor = driver.get("module_flavor")
+    return f"{version} ({flavor}{', held' if driver.get('held') else ''})" if flavor else str(version)
 
 
 def _gpus(node: Mapping[str, Any]) -> str:
@@ -65,6 +74,7 @@ def node_row(host: str, hostvars: Mapping[str, Any], status: str) -> dict[str, s
     # A fact script that fails leaves Ansible's error text where the JSON would be: show the fields as missing.
     node = _mapping(local.get("h100fleet_node"))
     baseline = _mapping(local.get("h100fleet_baseline"))
+    driver = _mapping(local.get("h100fleet_driver"))
     distro = facts.get("distribution")
     module = node.get("nvidia_module_version")
     if module is None and node.get("nvidia_module_loaded"):
@@ -79,6 +89,7 @@ def node_row(host: str, hostvars: Mapping[str, Any], status: str) -> dict[str, s
         "gpus": _gpus(node),
         "nvswitches": str(node["nvswitch_count"]) if "nvswitch_count" in node else MISSING,
         "secure_boot": node.get("secure_boot") or MISSING,
+        "driver_installed": _driver(driver),
         "nvidia_module": module or MISSING,
         "driver_pin": str(hostvars.get("h100fleet_driver_branch") or MISSING),
         "cuda_pin": str(hostvars.get("h100fleet_cuda_version") or MISSING),
