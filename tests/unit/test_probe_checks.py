@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pynvml
 import pytest
+import yaml
 
 from h100fleet.probes import checks
 from h100fleet.probes.checks import Expectations, evaluate
@@ -338,7 +339,7 @@ def test_cuda_driver_version(supported: str, needed: str, status: Status):
 @pytest.mark.parametrize(
     ("needed", "remedy"),
     [
-        ("12.4", "Install driver branch 550 or newer (CUDA 12.4 needs >= 550.54.14) and reboot."),
+        ("12.4", "Install driver branch 550 or newer (CUDA 12.4 needs >= 550.54.15) and reboot."),
         ("12.8", "Install driver branch 570 or newer (CUDA 12.8 needs >= 570.26) and reboot."),
         ("12.7", "Install a driver that supports CUDA 12.7 and reboot."),
     ],
@@ -748,3 +749,12 @@ def test_evaluate_does_not_change_the_snapshot():
     before = copy.deepcopy(snap)
     evaluate(snap, Expectations(expected_gpus=8, driver_version="550"))
     assert snap == before
+
+
+def test_cuda_minimum_drivers_agree_with_the_driver_role():
+    """The probe's remedy and nvidia_driver's preflight must name the same minimum driver for a CUDA version."""
+    role_vars = Path(__file__).resolve().parents[2] / "roles" / "nvidia_driver" / "vars" / "main.yml"
+    role_table = yaml.safe_load(role_vars.read_text())["__nvidia_driver_cuda_min_driver"]
+    shared = set(role_table) & set(checks.CUDA_MIN_DRIVER)
+    assert "12.4" in shared
+    assert {v: role_table[v] for v in shared} == {v: checks.CUDA_MIN_DRIVER[v] for v in shared}

@@ -47,14 +47,16 @@ CLOCK_EVENT_REMEDIES = {
 }
 
 # The oldest Linux driver of each CUDA version (CUDA release notes, "CUDA Toolkit and Corresponding Driver
-# Versions"): the remedy for a driver too old for the stack's CUDA names the branch to install.
+# Versions"): the remedy for a driver too old for the stack's CUDA names the branch to install. 12.4 is Update 1
+# (>= 550.54.15; GA needed 550.54.14), the release of the pinned toolkit 12.4.131. The nvidia_driver role keeps the
+# same table in roles/nvidia_driver/vars/main.yml; tests/unit/test_probe_checks.py checks that they agree.
 CUDA_MIN_DRIVER = {
     "11.8": "520.61.05",
     "12.0": "525.60.13",
     "12.1": "530.30.02",
     "12.2": "535.54.03",
     "12.3": "545.23.06",
-    "12.4": "550.54.14",
+    "12.4": "550.54.15",
     "12.5": "555.42.02",
     "12.6": "560.28.03",
     "12.8": "570.26",
