@@ -93,7 +93,7 @@ def test_measure_compares_with_the_threshold():
 
 def test_unsloth_check_reports_a_broken_stack_as_crit():
     # This machine has no torch or unsloth: the subprocess fails and the probe says why instead of raising.
-    check, version = run.unsloth_check(timeout=120)
+    check, version = run.finish_unsloth(run.start_unsloth(), timeout=120)
     assert version is None
     assert check.name == "unsloth_train_step"
     assert check.status is Status.CRIT

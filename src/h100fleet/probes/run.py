@@ -162,11 +162,6 @@ def finish_unsloth(proc: subprocess.Popen[str], timeout: float) -> tuple[Check, 
     return check, data["unsloth_version"]
 
 
-def unsloth_check(timeout: float) -> tuple[Check, str | None]:
-    """The Unsloth probe alone, start to finish."""
-    return finish_unsloth(start_unsloth(), timeout)
-
-
 def probe(
     expect: Expectations,
     thresholds: Thresholds,
