@@ -7,6 +7,7 @@ import sys
 from collections.abc import Sequence
 
 from h100fleet._proc import CommandError
+from h100fleet.stack import commands as stack_commands
 from h100fleet.testfleet import images, nodes, services
 
 
@@ -75,6 +76,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = tf_sub.add_parser("down", help="remove test nodes (all of them unless names are given)")
     p.add_argument("names", nargs="*")
     p.set_defaults(func=_testfleet_down)
+
+    stack_commands.add_parser(sub)
     return parser
 
 
@@ -82,7 +85,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except (CommandError, OSError, TimeoutError, ValueError) as exc:
+    except (CommandError, OSError, TimeoutError, ValueError, RuntimeError) as exc:
         print(f"h100fleet: error: {exc}", file=sys.stderr)
         return 1
 

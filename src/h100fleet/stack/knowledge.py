@@ -1,0 +1,49 @@
+"""What package metadata does not say, written down once with its source.
+
+Every entry here was read from a release's code or NVIDIA's documentation (../shared/facts/STACK-FACTS.md records
+how); the rules in h100fleet.stack.rules apply them.
+"""
+
+from __future__ import annotations
+
+# Minimum Linux driver of each CUDA runtime release (NVIDIA CUDA Toolkit release notes, Table 3, "Toolkit Driver
+# Version" for the GA release). A runtime also runs on an older driver of the same major through minor-version
+# compatibility (features such as PTX JIT of newer PTX excluded): CUDA_MAJOR_FLOOR.
+CUDA_MIN_DRIVER = {
+    "11.8": "520.61.05",
+    "12.0": "525.60.13",
+    "12.1": "530.30.02",
+    "12.2": "535.54.03",
+    "12.3": "545.23.06",
+    "12.4": "550.54.14",
+    "12.5": "555.42.02",
+    "12.6": "560.28.03",
+    "12.8": "570.26",
+    "12.9": "575.51.03",
+    "13.0": "580.65.06",
+}
+CUDA_MAJOR_FLOOR = {"11": "450.80.02", "12": "525.60.13", "13": "580.65.06"}
+
+# Packages whose version is the CUDA runtime the torch wheels bring (torch's own dependency).
+CUDA_RUNTIME_PACKAGES = ("nvidia-cuda-runtime-cu11", "nvidia-cuda-runtime-cu12", "nvidia-cuda-runtime")
+
+# PyPI's Linux x86_64 torch wheels use the pre-C++11 ABI up to 2.6 and the C++11 ABI from 2.7 on (PyTorch 2.7
+# release notes: manylinux_2_28 builds with _GLIBCXX_USE_CXX11_ABI=1). Extensions such as flash-attn must match.
+TORCH_CXX11_ABI_FROM = (2, 7)
+
+# numpy 2 needs extensions built against it: torch wheels before 2.4 were built against numpy 1.x and fail to import
+# their numpy bridge under numpy 2 ("A module that was compiled using NumPy 1.x cannot be run in NumPy 2").
+TORCH_NUMPY2_FROM = (2, 4)
+
+# Unsloth releases up to 2024.8 (unsloth/models/_utils.py of PyPI 2024.8, and git tags July-2024 .. August-2024):
+# import xformers unconditionally and raise when its C++ extensions do not load; raise for xformers >= 0.0.27 with
+# torch < 2.4; raise for trl >= 0.9.0; the `huggingface` extra asks trl>=0.7.9,<0.9.0 (SFTTrainer).
+# From 2024.11 xformers is optional: without a loadable xformers Unsloth uses PyTorch attention.
+UNSLOTH_STRICT_UNTIL = "2024.9"  # releases below this one carry the guards above
+UNSLOTH_XFORMERS_OPTIONAL_FROM = "2024.11"
+UNSLOTH_FIRST_PYPI_RELEASE = "2024.8"
+UNSLOTH_STRICT_XFORMERS_BELOW = "0.0.27"
+UNSLOTH_STRICT_TRL = ">=0.7.9,<0.9.0"
+
+# A working set for the strict releases, the nearest to a torch 2.3 stack (xformers builds pin torch exactly).
+UNSLOTH_STRICT_FIX = "torch==2.3.0, torchvision==0.18.0, torchaudio==2.3.0, xformers==0.0.26.post1, trl==0.8.6"
