@@ -65,7 +65,13 @@ def test_secure_boot_with_a_signing_key_passes():
 def test_nvswitch_node_needs_fabric_manager_which_debian_lacks():
     result = preflight(node_fact(nvswitch_count=4))
     assert result.returncode != 0
-    assert "has 4 NVSwitches" in flat(result) and "Debian does not package" in flat(result)
+    assert "has 4 NVSwitches (nvidia_driver_fabricmanager is auto)" in flat(result)
+    assert "which Debian does not package (nvidia_driver_source is debian)" in flat(result)
+
+
+def test_nvswitch_node_may_skip_fabric_manager_explicitly():
+    result = preflight({"nvidia_driver_fabricmanager": "never", **node_fact(nvswitch_count=4)})
+    assert result.returncode == 0, flat(result)
 
 
 @pytest.mark.parametrize(
@@ -73,12 +79,24 @@ def test_nvswitch_node_needs_fabric_manager_which_debian_lacks():
     [
         {"distribution": "Debian", "distribution_version": "12.8", "distribution_major_version": "12"},
         {"distribution": "Ubuntu", "distribution_version": "22.04", "distribution_major_version": "22"},
+        {
+            "distribution": "Rocky",
+            "distribution_version": "9.4",
+            "distribution_major_version": "9",
+            "os_family": "RedHat",
+        },
     ],
-    ids=["debian-12", "ubuntu-22.04"],
+    ids=["debian-12", "ubuntu-22.04", "rocky-9"],
 )
-def test_os_without_an_implemented_source_is_refused(facts):
-    result = preflight(node_fact(), facts)
+def test_nodes_served_by_nvidias_repository_pass_even_with_nvswitches(facts):
+    result = preflight(node_fact(nvswitch_count=4), facts)
+    assert result.returncode == 0, flat(result)
+
+
+def test_unsupported_os_is_refused_by_name():
+    facts = {"distribution": "Fedora", "distribution_version": "40", "distribution_major_version": "40"}
+    result = preflight(node_fact(), {**facts, "os_family": "RedHat"})
     assert result.returncode != 0
-    assert "NVIDIA's CUDA repository for Ubuntu 22.04/24.04, RHEL 9 and Debian 12 is not implemented yet" in flat(
+    assert "localhost runs Fedora 40, which nvidia_driver does not support (nvidia_driver_source is auto)" in flat(
         result
     )
