@@ -553,6 +553,8 @@ def test_el9_nodes_get_nvidia_rhel9_repository_with_gpg_check(run, case):
     assert 'key: "{{ __nvidia_driver_nvidia_keyring }}"' in install
     assert "name: python3-dnf-plugin-versionlock" in install
     assert "community.general.dnf_versionlock:" in install
+    # What the repository offers is read past the locks (the plugin hides every version but a locked one).
+    assert "'--disableplugin=versionlock', 'repoquery'" in install
 
 
 def test_debian_13_adds_no_repository(run):
