@@ -1,0 +1,5 @@
+import sys
+
+from h100fleet.trainer.cli import main
+
+sys.exit(main())

@@ -1,0 +1,438 @@
+"""Training throughput on a Llama-3.1-8B-architecture model with random weights built locally (no download).
+
+    python benchmarks/train_throughput.py --out results.json [--batch 2] [--seq 2048] [--warmup 3] [--steps 8]
+
+For each backend (unsloth, hf), each in processes of its own (Unsloth patches transformers on import):
+
+- `bare`: the reference, a bare loop as in H100-BASELINE.md: random token ids (labels = inputs), bf16, LoRA r=64
+  alpha=16 dropout 0 on q/k/v/o_proj, AdamW lr 1e-4, gradient checkpointing on, `--warmup` untimed steps, then
+  the median of `--steps` cuda-synchronised steps;
+- `trainer`: `python -m h100fleet.trainer --config ...`, the service's entry point, at the same batch with
+  gradient checkpointing on, on a packed JSONL dataset; its metrics.jsonl (one record per step) gives the median
+  step time after the same warm-up;
+- `auto`: the same with batch_size and gradient_checkpointing "auto": the plan the trainer picks and its speed.
+
+Tokens per second count every position of every sequence (batch x seq). Peak memory is
+torch.cuda.max_memory_allocated. Results are written to --out after every run, so a cut-off run keeps what it had.
+
+    python -m h100fleet.trainer.bench build DIR            the 8B model (bf16, created on the GPU) + tokenizer
+    python -m h100fleet.trainer.bench bare --backend B ... one reference run, JSON on stdout
+    python -m h100fleet.trainer.bench smoke --out FILE     a small model trained by the unsloth backend through
+                                                           the entry point (stop after 3 steps, resume to 6)
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import statistics
+import subprocess
+import sys
+import time
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+from h100fleet.trainer import tiny
+from h100fleet.trainer.backends import version_tuple
+
+GIB = 1 << 30
+TOKENIZER_VOCAB = 32000
+SRC = str(Path(__file__).resolve().parents[2])
+
+
+def child_env(work: Path | None = None) -> dict[str, str]:
+    """The package importable in child processes; one set of compiler caches shared by every run."""
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in (SRC, os.environ.get("PYTHONPATH")) if p)}
+    if work is not None:
+        for name, sub in (("TRITON_CACHE_DIR", "triton"), ("TORCHINDUCTOR_CACHE_DIR", "inductor")):
+            env.setdefault(name, str(work / "cache" / sub))
+        env.setdefault("UNSLOTH_COMPILE_LOCATION", str(work / "cache" / "unsloth"))
+    return env
+
+
+SIZES = {"8b": tiny.LLAMA_8B, "small": tiny.SMALL, "tiny": tiny.TINY}
+
+
+def build(directory: Path, size: str = "8b", device: str = "cuda") -> dict[str, Any]:
+    started = time.monotonic()
+    tiny.build_model(
+        directory,
+        size=SIZES[size],
+        vocab=TOKENIZER_VOCAB,
+        dtype="bfloat16" if device == "cuda" else "float32",
+        device=device,
+        tokenizer_vocab=TOKENIZER_VOCAB,
+    )
+    return {"model_dir": str(directory), "seconds": round(time.monotonic() - started, 1)}
+
+
+def bare(backend: str, model_dir: str, *, batch: int, seq: int, warmup: int, steps: int, device: str = "cuda") -> dict:
+    """The reference loop (the method of H100-BASELINE.md)."""
+    os.environ.setdefault("UNSLOTH_DISABLE_STATISTICS", "1")
+    os.environ["HF_HUB_OFFLINE"] = "1"
+    started = time.monotonic()
+    if backend == "unsloth":
+        import torch
+        from unsloth import FastLanguageModel
+
+        model, _ = FastLanguageModel.from_pretrained(
+            model_name=model_dir, max_seq_length=seq, dtype=torch.bfloat16, load_in_4bit=False, local_files_only=True
+        )
+        model = FastLanguageModel.get_peft_model(
+            model,
+            r=64,
+            lora_alpha=16,
+            lora_dropout=0,
+            target_modules=["q_proj", "k_proj", "v_proj", "o_proj"],
+            use_gradient_checkpointing="unsloth",
+            random_state=0,
+        )
+    else:
+        import torch
+        import transformers
+        from peft import LoraConfig, get_peft_model
+        from transformers import AutoModelForCausalLM
+
+        dtype_kw = "dtype" if version_tuple(transformers.__version__) >= (4, 56) else "torch_dtype"
+        model = AutoModelForCausalLM.from_pretrained(
+            model_dir,
+            attn_implementation="sdpa",
+            device_map={"": 0} if device == "cuda" else None,
+            local_files_only=True,
+            **{dtype_kw: torch.bfloat16 if device == "cuda" else torch.float32},
+        )
+        model.config.use_cache = False
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        model.enable_input_require_grads()
+        model = get_peft_model(
+            model,
+            LoraConfig(r=64, lora_alpha=16, lora_dropout=0.0, target_modules=["q_proj", "k_proj", "v_proj", "o_proj"]),
+        )
+    load_seconds = time.monotonic() - started
+    model.train()
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=1e-4)
+    vocab = model.config.vocab_size
+    generator = torch.Generator().manual_seed(0)
+    times, losses = [], []
+    cuda = device == "cuda"
+    if cuda:
+        torch.cuda.reset_peak_memory_stats()
+    for i in range(warmup + steps):
+        ids = torch.randint(0, vocab, (batch, seq), generator=generator).to(device)
+        if cuda:
+            torch.cuda.synchronize()
+        t0 = time.perf_counter()
+        loss = model(input_ids=ids, labels=ids).loss
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        losses.append(float(loss.detach()))  # synchronises with the device
+        if i >= warmup:
+            times.append(time.perf_counter() - t0)
+    median = statistics.median(times)
+    return {
+        "batch": batch,
+        "gradient_checkpointing": True,
+        "tokens_per_second": round(batch * seq / median, 1),
+        "median_step_seconds": round(median, 4),
+        "step_seconds": [round(t, 4) for t in times],
+        "peak_memory_gib": round(torch.cuda.max_memory_allocated() / GIB, 2) if cuda else None,
+        "losses_finite": all(math.isfinite(x) for x in losses),
+        "load_seconds": round(load_seconds, 1),
+    }
+
+
+def dataset(path: Path, rows_needed: int, seq: int) -> Path:
+    """Prompt/response records of random words: enough packed rows of seq tokens for rows_needed sequences."""
+    words_per_record = 2 * 1000
+    records = max(16, (rows_needed * seq) // words_per_record + 8)
+    return tiny.write_dataset(
+        path,
+        records=records,
+        vocab=TOKENIZER_VOCAB,
+        min_words=900,
+        max_words=1100,
+        forms=("prompt_response",),
+    )
+
+
+def trainer_config(
+    work: Path, model_dir: Path, data: Path, *, backend: str, batch, gc, steps: int, seq: int, device: str = "cuda"
+) -> Path:
+    doc = {
+        "stack_id": os.environ.get("H100FLEET_STACK_ID", "bench"),
+        "model": {"path": str(model_dir)},
+        "data": {"path": str(data), "max_seq_length": seq, "packing": True, "loss_on": "all"},
+        "train": {
+            "backend": backend,
+            "device": device,
+            "output_dir": str(work / "out"),
+            "max_steps": steps,
+            "batch_size": batch,
+            "gradient_checkpointing": gc,
+            "learning_rate": 1e-4,
+            "warmup_steps": 0,
+        },
+        "checkpoint": {"every_steps": 100000, "keep_last": 1},
+        "progress": {"every_steps": 1},
+    }
+    work.mkdir(parents=True, exist_ok=True)
+    return tiny.write_config(work / "trainer.yml", doc)
+
+
+def run_trainer(config: Path, warmup: int, seq: int, timeout: float, env: dict[str, str]) -> dict[str, Any]:
+    started, started_wall = time.monotonic(), time.time()
+    proc = subprocess.run(
+        [sys.executable, "-m", "h100fleet.trainer", "--config", str(config)],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=env,
+        check=False,
+    )
+    wall = time.monotonic() - started
+    out = config.parent / "out"
+    result: dict[str, Any] = {"exit_code": proc.returncode, "wall_seconds": round(wall, 1)}
+    if proc.returncode != 0:
+        result["stderr_tail"] = proc.stderr[-3000:]
+        return result
+    status = json.loads((out / "status.json").read_text())
+    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    timed = [r for r in rows if r["step"] > warmup]
+    median = statistics.median(r["seconds"] for r in timed)
+    batch = status["batch_size"] * status["gradient_accumulation_steps"]
+    result.update(
+        batch=status["batch_size"],
+        gradient_accumulation_steps=status["gradient_accumulation_steps"],
+        gradient_checkpointing=status["gradient_checkpointing"],
+        plan_source=status["plan_source"],
+        plan_reason=status.get("plan_reason"),
+        tokens_per_second=round(batch * seq / median, 1),
+        median_step_seconds=round(median, 4),
+        step_seconds=[round(r["seconds"], 4) for r in timed],
+        peak_memory_gib=status.get("peak_memory_gib"),
+        losses_finite=all(math.isfinite(r["loss"]) for r in rows),
+        checkpoint_seconds=(status.get("last_checkpoint") or {}).get("seconds"),
+        first_step_done_after_seconds=round(rows[0]["time"] - started_wall, 1),
+    )
+    plan_file = out / "autotune.json"
+    if plan_file.exists():
+        result["autotune_measurements"] = json.loads(plan_file.read_text())["plan"]["measurements"]
+    log_lines = [line for line in proc.stderr.splitlines() if "h100fleet.trainer" in line and "step=" not in line]
+    result["log"] = log_lines[-25:]
+    return result
+
+
+def environment() -> dict[str, Any]:
+    env: dict[str, Any] = {"python": sys.version.split()[0]}
+    for name in ("torch", "transformers", "peft", "accelerate", "unsloth", "unsloth_zoo", "tensorboard"):
+        try:
+            env[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            env[name] = None
+    try:
+        smi = subprocess.run(
+            ["nvidia-smi", "--query-gpu=name,driver_version,memory.total", "--format=csv,noheader"],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        env["gpus"] = [line.strip() for line in smi.stdout.splitlines() if line.strip()]
+    except (OSError, subprocess.CalledProcessError) as exc:
+        env["gpus"] = f"nvidia-smi failed: {exc}"
+    return env
+
+
+def table(results: dict[str, Any]) -> str:
+    lines = [
+        "| backend | path | batch | checkpointing | tokens/s | vs bare | peak GiB | step s |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for backend, runs in results["runs"].items():
+        ref = (runs.get("bare") or {}).get("tokens_per_second")
+        for path in ("bare", "trainer", "auto"):
+            r = runs.get(path)
+            if not r:
+                continue
+            if "tokens_per_second" not in r:
+                lines.append(f"| {backend} | {path} | - | - | failed (exit {r.get('exit_code')}) | - | - | - |")
+                continue
+            ratio = f"{r['tokens_per_second'] / ref:.3f}" if ref else "-"
+            lines.append(
+                f"| {backend} | {path} | {r['batch']} | {r['gradient_checkpointing']} | {r['tokens_per_second']:,.0f} "
+                f"| {ratio} | {r['peak_memory_gib']} | {r['median_step_seconds']} |"
+            )
+    return "\n".join(lines)
+
+
+def orchestrate(args) -> int:
+    work = Path(args.workdir)
+    work.mkdir(parents=True, exist_ok=True)
+    deadline = time.monotonic() + args.budget_s
+    results: dict[str, Any] = {
+        "date": time.strftime("%Y-%m-%d"),
+        "command": " ".join([Path(sys.argv[0]).name, *sys.argv[1:]]),
+        "environment": environment(),
+        "settings": {"batch": args.batch, "seq": args.seq, "warmup": args.warmup, "steps": args.steps},
+        "runs": {},
+    }
+
+    def save() -> None:
+        Path(args.out).write_text(json.dumps(results, indent=1) + "\n")
+
+    model_dir = work / f"llama-{args.size}-random"
+    if not (model_dir / "config.json").exists():
+        argv = ["build", str(model_dir), "--size", args.size, "--device", args.device]
+        results["build"] = json.loads(_sub(argv, timeout=900, env=child_env(work)))
+        print(f"built {model_dir} in {results['build']['seconds']} s", flush=True)
+    data = dataset(work / "train.jsonl", rows_needed=16 * (args.warmup + args.steps), seq=args.seq)
+    save()
+    for backend in args.backends.split(","):
+        runs: dict[str, Any] = {}
+        results["runs"][backend] = runs
+        plan = [("bare", None), ("trainer", (args.batch, True))]
+        if not args.no_auto:
+            plan.append(("auto", ("auto", "auto")))
+        for name, setting in plan:
+            left = deadline - time.monotonic()
+            if left < 60:
+                runs[name] = {"skipped": f"time budget spent ({args.budget_s} s)"}
+                continue
+            t0 = time.monotonic()
+            try:
+                if name == "bare":
+                    argv = ["bare", "--backend", backend, "--model", str(model_dir), "--batch", str(args.batch)]
+                    argv += ["--seq", str(args.seq), "--warmup", str(args.warmup), "--steps", str(args.steps)]
+                    argv += ["--device", args.device]
+                    runs[name] = json.loads(_sub(argv, timeout=left, env=child_env(work)))
+                else:
+                    config = trainer_config(
+                        work / f"{backend}-{name}",
+                        model_dir,
+                        data,
+                        backend=backend,
+                        batch=setting[0],
+                        gc=setting[1],
+                        steps=args.warmup + args.steps,
+                        seq=args.seq,
+                        device=args.device,
+                    )
+                    runs[name] = run_trainer(config, args.warmup, args.seq, timeout=left, env=child_env(work))
+            except (subprocess.TimeoutExpired, subprocess.CalledProcessError, ValueError) as exc:
+                runs[name] = {"error": f"{type(exc).__name__}: {str(exc)[-2000:]}"}
+            runs[name]["process_seconds"] = round(time.monotonic() - t0, 1)
+            print(f"{backend} {name}: {json.dumps({k: v for k, v in runs[name].items() if k != 'log'})[:600]}")
+            save()
+    results["table"] = table(results)
+    save()
+    print(results["table"])
+    return 0
+
+
+def _sub(argv: list[str], timeout: float, env: dict[str, str]) -> str:
+    proc = subprocess.run(
+        [sys.executable, "-m", "h100fleet.trainer.bench", *argv],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=env,
+        check=False,
+    )
+    if proc.returncode != 0:
+        raise subprocess.CalledProcessError(proc.returncode, argv, proc.stdout, proc.stderr[-3000:])
+    return proc.stdout.strip().splitlines()[-1]
+
+
+def smoke(out: str, work: str) -> int:
+    """The unsloth backend through the entry point on a small model: 3 steps, stop, resume to 6."""
+    workdir = Path(work)
+    model_dir = workdir / "small"
+    if not (model_dir / "config.json").exists():
+        tiny.build_model(model_dir, size=tiny.SMALL, dtype="bfloat16")  # transformers only: the runs are children
+    data = tiny.write_dataset(workdir / "small.jsonl", records=64)
+    config = trainer_config(
+        workdir / "smoke", model_dir, data, backend="unsloth", batch="auto", gc="auto", steps=6, seq=256
+    )
+    runs = []
+    for extra in (["--stop-after", "3"], []):
+        t0 = time.monotonic()
+        proc = subprocess.run(
+            [sys.executable, "-m", "h100fleet.trainer", "--config", str(config), *extra],
+            capture_output=True,
+            text=True,
+            env=child_env(),
+            check=False,
+        )
+        runs.append(
+            {
+                "argv": ["python", "-m", "h100fleet.trainer", "--config", str(config), *extra],
+                "exit_code": proc.returncode,
+                "seconds": round(time.monotonic() - t0, 1),
+                "log": [line for line in proc.stderr.splitlines() if "h100fleet.trainer" in line][-40:],
+                "status": json.loads((config.parent / "out" / "status.json").read_text()),
+            }
+        )
+    metrics = [json.loads(x) for x in (config.parent / "out" / "metrics.jsonl").read_text().splitlines()]
+    result = {"environment": environment(), "runs": runs, "metrics": metrics}
+    Path(out).write_text(json.dumps(result, indent=1) + "\n")
+    ok = [r["exit_code"] for r in runs] == [0, 0] and [m["step"] for m in metrics] == [1, 2, 3, 4, 5, 6]
+    steps, exits = [m["step"] for m in metrics], [r["exit_code"] for r in runs]
+    print(f"smoke {'ok' if ok else 'FAILED'}: steps {steps}, exit codes {exits}")
+    return 0 if ok else 1
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="cmd")
+    p_build = sub.add_parser("build")
+    p_build.add_argument("dir")
+    for p in (p_build, parser):
+        p.add_argument("--size", choices=sorted(SIZES), default="8b", help="model size (default: %(default)s)")
+    p_bare = sub.add_parser("bare")
+    p_bare.add_argument("--backend", required=True, choices=["unsloth", "hf"])
+    p_bare.add_argument("--model", required=True)
+    for p in (p_bare, p_build, parser):
+        p.add_argument("--device", choices=["cuda", "cpu"], default="cuda", help="cpu: a check of this script only")
+    for p in (p_bare, parser):
+        p.add_argument("--batch", type=int, default=2)
+        p.add_argument("--seq", type=int, default=2048)
+        p.add_argument("--warmup", type=int, default=3)
+        p.add_argument("--steps", type=int, default=8)
+    p_smoke = sub.add_parser("smoke")
+    p_smoke.add_argument("--out", required=True)
+    p_smoke.add_argument("--workdir", default="/tmp/h100fleet-smoke")
+    parser.add_argument("--out", help="JSON results file")
+    parser.add_argument("--workdir", default="/tmp/h100fleet-bench", help="model, data and runs (about 17 GB)")
+    parser.add_argument("--backends", default="unsloth,hf")
+    parser.add_argument("--no-auto", action="store_true", help="skip the batch_size/gradient_checkpointing auto runs")
+    parser.add_argument("--budget-s", type=float, default=3000, help="skip runs once this much time has passed")
+    args = parser.parse_args(argv)
+    if args.cmd == "build":
+        print(json.dumps(build(Path(args.dir), args.size, args.device)))
+        return 0
+    if args.cmd == "bare":
+        result = bare(
+            args.backend,
+            args.model,
+            batch=args.batch,
+            seq=args.seq,
+            warmup=args.warmup,
+            steps=args.steps,
+            device=args.device,
+        )
+        print(json.dumps(result))
+        return 0
+    if args.cmd == "smoke":
+        Path(args.workdir).mkdir(parents=True, exist_ok=True)
+        return smoke(args.out, args.workdir)
+    if not args.out:
+        parser.error("--out is required")
+    return orchestrate(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,526 @@
+"""One training run: resume or start, train to the end or until stopped, checkpoint, save the final adapter.
+
+The loop is the trainer's own (no transformers Trainer / TRL SFTTrainer: their APIs differ between the two shipped
+stacks, and a bare loop is what the throughput benchmark compares against): AdamW on the LoRA weights, linear warm-up
+then linear/cosine/constant decay (LambdaLR), gradient clipping, gradient accumulation.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import math
+import os
+import random
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+from h100fleet.trainer import autotune, backends, checkpoint, data, logs
+from h100fleet.trainer.config import Config, ConfigError, Issue, check_paths
+from h100fleet.trainer.progress import Progress
+from h100fleet.trainer.stop import StopRequest
+
+log = logs.get()
+FINAL = "final"
+
+
+class Schedule:
+    """Learning-rate factor after `step` optimizer steps: warm-up (step+1)/(warmup+1), then linear to 0, cosine to
+    0 or constant at the end of total steps. A callable object (not a lambda) so LambdaLR can save its state."""
+
+    def __init__(self, kind: str, warmup: int, total: int):
+        self.kind, self.warmup, self.total = kind, warmup, total
+
+    def __call__(self, step: int) -> float:
+        if step < self.warmup:
+            return (step + 1) / (self.warmup + 1)
+        if self.kind == "constant":
+            return 1.0
+        progress = min(1.0, (step - self.warmup) / max(1, self.total - self.warmup))
+        if self.kind == "cosine":
+            return 0.5 * (1.0 + math.cos(math.pi * progress))
+        return max(0.0, 1.0 - progress)
+
+
+def total_steps(cfg: Config, samples: int, batch: int, accumulation: int) -> int:
+    if cfg.train.max_steps:
+        return cfg.train.max_steps
+    return max(1, math.ceil(cfg.train.epochs * samples / (batch * accumulation)))
+
+
+def _lock(output_dir: str):
+    path = Path(output_dir) / ".lock"
+    handle = open(path, "a+")  # noqa: SIM115 - held open (and locked) for the whole run
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        handle.seek(0)
+        other = handle.read().strip() or "?"
+        raise RuntimeError(f"{output_dir} is in use by another trainer (pid {other}); not starting a second") from None
+    handle.seek(0)
+    handle.truncate()
+    handle.write(f"{os.getpid()}\n")
+    handle.flush()
+    return handle
+
+
+def _finished(cfg: Config, found: checkpoint.Found | None) -> bool:
+    if found is None or not found.manifest.get("finished"):
+        return False
+    manifest, _ = checkpoint.verify(Path(cfg.train.output_dir) / FINAL)
+    return manifest is not None and manifest.get("step") == found.step
+
+
+def resolve_device(cfg: Config, torch) -> tuple[Any, str, Any]:
+    cuda = torch.cuda.is_available()
+    if cfg.train.device == "cuda" and not cuda:
+        raise RuntimeError("train.device is cuda but torch sees no CUDA device (driver not loaded? GPU lost?)")
+    device = torch.device("cuda", 0) if (cfg.train.device == "cuda" or (cfg.train.device == "auto" and cuda)) else None
+    device = device or torch.device("cpu")
+    backend = cfg.train.backend
+    if backend == "auto":
+        backend = "unsloth" if device.type == "cuda" else "hf"
+    if backend == "unsloth" and device.type != "cuda":
+        raise RuntimeError("train.backend is unsloth but torch sees no CUDA device")
+    if cfg.train.dtype == "float32":
+        dtype = torch.float32
+    elif cfg.train.dtype == "bfloat16" or device.type == "cuda":
+        dtype = torch.bfloat16
+    else:
+        dtype = torch.float32
+    return device, backend, dtype
+
+
+def _seed_everything(seed: int, torch) -> None:
+    random.seed(seed)
+    torch.manual_seed(seed)
+    try:
+        import numpy as np
+
+        np.random.seed(seed % (2**32))
+    except ImportError:
+        pass
+
+
+def _rng_capture(torch, directory: Path) -> None:
+    import json
+
+    torch.save(
+        {"cpu": torch.get_rng_state(), "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []},
+        directory / "rng.pt",
+    )
+    state: dict[str, Any] = {"python": _to_lists(random.getstate())}
+    try:
+        import numpy as np
+
+        kind, keys, pos, has_gauss, cached = np.random.get_state()
+        state["numpy"] = [kind, [int(k) for k in keys], int(pos), int(has_gauss), float(cached)]
+    except ImportError:
+        pass
+    (directory / "rng.json").write_text(json.dumps(state))
+
+
+def _to_lists(x):
+    return [_to_lists(i) for i in x] if isinstance(x, (list, tuple)) else x
+
+
+def _to_tuples(x):
+    return tuple(_to_tuples(i) for i in x) if isinstance(x, list) else x
+
+
+def _rng_restore(torch, directory: Path) -> None:
+    import json
+
+    saved = torch.load(directory / "rng.pt", weights_only=True)
+    torch.set_rng_state(saved["cpu"])
+    if saved["cuda"] and torch.cuda.is_available() and len(saved["cuda"]) == torch.cuda.device_count():
+        torch.cuda.set_rng_state_all(saved["cuda"])
+    state = json.loads((directory / "rng.json").read_text())
+    random.setstate(_to_tuples(state["python"]))
+    if "numpy" in state:
+        try:
+            import numpy as np
+
+            kind, keys, pos, has_gauss, cached = state["numpy"]
+            np.random.set_state((kind, np.array(keys, dtype=np.uint32), pos, has_gauss, cached))
+        except ImportError:
+            pass
+
+
+def prepare_tokenizer(cfg: Config, tokenizer) -> None:
+    if cfg.model.chat_template:
+        tokenizer.chat_template = Path(cfg.model.chat_template).read_text(encoding="utf-8")
+    if not getattr(tokenizer, "chat_template", None):
+        raise ConfigError(
+            [Issue("model.chat_template", None, f"a Jinja file (the tokenizer in {cfg.model.path} has none)")]
+        )
+
+
+def build_samples(cfg: Config, tokenizer, records: data.Records) -> data.Samples:
+    started = time.monotonic()
+    conversations = records.conversations
+    if cfg.data.shuffle:
+        conversations = data.shuffled(conversations, cfg.data_seed)
+    examples, stats = data.encode(conversations, tokenizer, cfg.data.max_seq_length, cfg.data.loss_on)
+    if not examples:
+        raise data.DataError(f"{cfg.data.path}: no example has a token that carries loss")
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else (tokenizer.eos_token_id or 0)
+    build = data.pack if cfg.data.packing else data.pad
+    samples = build(examples, cfg.data.max_seq_length, pad_id)
+    samples.info.update(stats.__dict__)
+    if stats.full_loss_fallback and cfg.data.loss_on == "assistant":
+        log.warning(
+            "%d of %d conversations train on all tokens: the chat template is not prefix-stable, so assistant "
+            "turns could not be located",
+            stats.full_loss_fallback,
+            len(conversations),
+        )
+    log.info(
+        "data: %d records -> %d examples (%d tokens, %d truncated, %d without loss) -> %d %s sequences of %d "
+        "tokens in %.1fs",
+        len(conversations),
+        stats.examples,
+        stats.tokens,
+        stats.truncated,
+        stats.dropped_no_labels,
+        samples.n,
+        "packed" if samples.packed else "padded",
+        samples.seq_len,
+        time.monotonic() - started,
+    )
+    return samples
+
+
+class Batches:
+    """Training batches from Samples: int32 rows gathered on the CPU, moved to the device, widened there."""
+
+    def __init__(self, torch, samples: data.Samples, device):
+        self.torch, self.device, self.samples = torch, device, samples
+        n, seq = samples.n, samples.seq_len
+        self.ids = torch.frombuffer(samples.input_ids, dtype=torch.int32).view(n, seq)
+        self.labels = torch.frombuffer(samples.labels, dtype=torch.int32).view(n, seq)
+        self.lengths = torch.frombuffer(samples.lengths, dtype=torch.int32)
+        self.padded = samples.padded
+
+    def take(self, indices: list[int]) -> tuple[dict[str, Any], int]:
+        torch = self.torch
+        idx = torch.tensor(indices, dtype=torch.long)
+        ids = self.ids[idx].to(self.device, non_blocking=True).long()
+        labels = self.labels[idx].to(self.device, non_blocking=True).long()
+        batch = {"input_ids": ids, "labels": labels}
+        lengths = self.lengths[idx]
+        tokens = int(lengths.sum())
+        if self.padded:
+            positions = torch.arange(self.samples.seq_len)
+            batch["attention_mask"] = (positions[None, :] < lengths[:, None]).long().to(self.device)
+        return batch, tokens
+
+    def first(self, b: int) -> dict[str, Any]:
+        return self.take([i % self.samples.n for i in range(b)])[0]
+
+
+def run(cfg: Config, stop: StopRequest, stop_after: int | None = None) -> int:
+    """Train as configured; returns the exit code (0: finished or stopped). Raises ConfigError, DataError or
+    anything else for the caller to map to exit codes."""
+    return Run(cfg, stop, stop_after).main()
+
+
+class Run:
+    """One process's run: start (or resume), train, stop or finish. Attributes are set phase by phase."""
+
+    def __init__(self, cfg: Config, stop: StopRequest, stop_after: int | None):
+        self.cfg, self.stop, self.stop_after = cfg, stop, stop_after
+        self.stack_id = cfg.resolved_stack_id()
+        self.ckdir = Path(cfg.checkpoint.dir)
+        self.step = self.position = 0
+        self.saved_step = 0
+        self.last_checkpoint: dict[str, Any] | None = None
+        self.progress = Progress(
+            cfg, {"stack_id": self.stack_id, "config": cfg.source, "output_dir": cfg.train.output_dir}
+        )
+
+    def main(self) -> int:
+        cfg = self.cfg
+        check_paths(cfg)
+        self.lock = _lock(cfg.train.output_dir)  # held until the process exits
+        for path in checkpoint.clean_partial(self.ckdir):
+            log.warning("removed %s, left behind by an interrupted checkpoint write", path)
+        self.found = found = checkpoint.latest_valid(self.ckdir)
+        if found and found.manifest.get("finished"):
+            if not _finished(cfg, found):
+                _final_from_checkpoint(cfg, found)
+            log.info("training already finished at step %d; final adapter in %s", found.step, _final_dir(cfg))
+            self.progress.write(state="finished", step=found.step, total_steps=found.manifest["total_steps"])
+            return 0
+        self.progress.write(state="starting", step=found.step if found else 0)
+        self.records = data.read_jsonl(cfg.data.path, cfg.data.format)  # before the heavy imports: fail fast
+        log.info(
+            "starting: stack %s, config %s, %s",
+            self.stack_id,
+            cfg.source,
+            f"resuming from {found.path}" if found else "no checkpoint: from the start",
+        )
+        self.load()
+        if self.stop.requested:
+            log.info("%s before training started: exiting without a checkpoint", self.stop.reason)
+            self.progress.write(state="stopped")
+            return 0
+        self.make_plan()
+        self.make_optimizer()
+        if found:
+            self.restore()
+        self.train()
+        self.progress.close()
+        return 0
+
+    def load(self) -> None:
+        cfg, found = self.cfg, self.found
+        backends.prepare_environment(cfg.model.allow_download, str(Path(cfg.train.output_dir) / "cache"))
+        import torch
+
+        self.torch = torch
+        self.device, self.backend, dtype = resolve_device(cfg, torch)
+        if found and found.manifest.get("backend") not in (None, self.backend):
+            log.warning("checkpoint written by backend %s, continuing with %s", found.manifest["backend"], self.backend)
+        if self.backend == "unsloth" and cfg.lora.dropout:
+            log.warning("lora.dropout %s > 0: unsloth 2024.x then skips its fast LoRA kernels", cfg.lora.dropout)
+        _seed_everything(cfg.train.seed, torch)
+        self.resumed_plan = autotune.Plan.from_dict(found.manifest["plan"], "checkpoint") if found else None
+        gc = self.resumed_plan.gradient_checkpointing if found else cfg.train.gradient_checkpointing is not False
+        started = time.monotonic()
+        self.loaded = backends.load(cfg, self.backend, self.device, dtype, gc)
+        self.versions = backends.stack_versions()
+        gpu = torch.cuda.get_device_name(self.device) if self.device.type == "cuda" else None
+        log.info(
+            "loaded %s with backend %s on %s (%s, %s) in %.1fs; %d trainable parameters",
+            cfg.model.path,
+            self.backend,
+            gpu or self.device.type,
+            str(dtype).replace("torch.", ""),
+            " ".join(f"{k} {v}" for k, v in self.versions.items()),
+            time.monotonic() - started,
+            sum(p.numel() for p in self.loaded.trainable),
+        )
+        self.progress.update(backend=self.backend, device=self.device.type, gpu=gpu, versions=self.versions)
+        prepare_tokenizer(cfg, self.loaded.tokenizer)
+        self.samples = build_samples(cfg, self.loaded.tokenizer, self.records)
+        self.batches = Batches(torch, self.samples, self.device)
+
+    def make_plan(self) -> None:
+        cfg = self.cfg
+        if self.resumed_plan:
+            self.plan = self.resumed_plan
+        else:
+            self.progress.write(state="autotuning")
+            cache = Path(cfg.train.output_dir) / "autotune.json"
+            self.plan = autotune.choose(cfg, self.loaded, self.batches.first, cache, self.versions)
+        self.loaded.set_gradient_checkpointing(self.plan.gradient_checkpointing)
+        log.info("plan: %s", autotune.describe(self.plan))
+        total = self.found.manifest["total_steps"] if self.found else None
+        plan = self.plan
+        self.total = total or total_steps(cfg, self.samples.n, plan.batch_size, plan.gradient_accumulation_steps)
+
+    def make_optimizer(self) -> None:
+        cfg, torch = self.cfg, self.torch
+        self.params = self.loaded.trainable
+        self.optimizer = torch.optim.AdamW(self.params, lr=cfg.train.learning_rate, weight_decay=cfg.train.weight_decay)
+        schedule = Schedule(cfg.train.lr_scheduler, cfg.train.warmup_steps, self.total)
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, schedule)
+
+    def restore(self) -> None:
+        torch, found = self.torch, self.found
+        started = time.monotonic()
+        backends.load_adapter(self.loaded.model, found.path)
+        opt = torch.load(found.path / "optimizer.pt", map_location=self.device, weights_only=True)
+        self.optimizer.load_state_dict(opt)
+        self.scheduler.load_state_dict(torch.load(found.path / "scheduler.pt", weights_only=True))
+        _rng_restore(torch, found.path)
+        self.step = self.saved_step = found.step
+        self.position = int(found.manifest["samples_seen"])
+        old = found.manifest.get("data", {})
+        if old.get("sha256") != self.records.sha256 or old.get("samples") != self.samples.n:
+            log.warning("the dataset changed since the checkpoint: continuing from sample position %d", self.position)
+        self.last_checkpoint = {"step": found.step, "path": str(found.path)}
+        log.info(
+            "resumed from %s: step %d, sample position %d, in %.1fs",
+            found.path,
+            self.step,
+            self.position,
+            time.monotonic() - started,
+        )
+
+    def save(self, finished: bool = False) -> None:
+        torch = self.torch
+        self.progress.write(state="checkpointing")
+
+        def writer(tmp: Path) -> None:
+            backends.save_adapter(self.loaded.model, tmp)
+            torch.save(self.optimizer.state_dict(), tmp / "optimizer.pt")
+            torch.save(self.scheduler.state_dict(), tmp / "scheduler.pt")
+            _rng_capture(torch, tmp)
+
+        samples = self.samples
+        manifest = {
+            "step": self.step,
+            "total_steps": self.total,
+            "finished": finished,
+            "samples_seen": self.position,
+            "epoch": self.position / samples.n,
+            "plan": {k: v for k, v in self.plan.to_dict().items() if k != "measurements"},
+            "backend": self.backend,
+            "stack_id": self.stack_id,
+            "versions": self.versions,
+            "model_path": self.cfg.model.path,
+            "data": {"path": self.cfg.data.path, "sha256": self.records.sha256, "samples": samples.n},
+        }
+        path = self.ckdir / checkpoint.name_for(self.step)
+        seconds = checkpoint.write_dir(path, writer, manifest)
+        for old_path in checkpoint.prune(self.ckdir, self.cfg.checkpoint.keep_last):
+            log.info("removed old checkpoint %s", old_path.name)
+        self.saved_step = self.step
+        self.last_checkpoint = {"step": self.step, "path": str(path), "seconds": round(seconds, 3)}
+        self.progress.write(state="training", last_checkpoint=self.last_checkpoint)
+        log.info("checkpoint step %d written to %s in %.2fs", self.step, path, seconds)
+
+    def one_step(self) -> None:
+        b, ga = self.plan.batch_size, self.plan.gradient_accumulation_steps
+        window = self.window
+        for _ in range(ga):
+            batch, tokens = self.batches.take(self.order.indices(self.position, b))
+            self.position += b
+            loss = self.loaded.model(**batch).loss
+            (loss / ga).backward()
+            window["loss"] += loss.detach().float()
+            window["micro"] += 1
+            window["tokens"] += tokens
+        if self.cfg.train.max_grad_norm:
+            self.torch.nn.utils.clip_grad_norm_(self.params, self.cfg.train.max_grad_norm)
+        self.optimizer.step()
+        self.scheduler.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        self.step += 1
+
+    def new_window(self, start: float | None = None) -> None:
+        self.window = {
+            "loss": self.torch.zeros((), device=self.device),
+            "micro": 0,
+            "tokens": 0,
+            "start": time.monotonic() if start is None else start,
+            "ckpt": 0.0,
+        }
+
+    def report(self, run: dict[str, float]) -> None:
+        """Wall-clock accounting: a window runs from the previous report's device sync to this one's, so the time
+        spent writing reports counts (in the next window); only checkpoint writes are left out."""
+        window, torch = self.window, self.torch
+        mean_loss = float(window["loss"]) / window["micro"]  # synchronises with the device
+        synced = time.monotonic()
+        seconds = synced - window["start"] - window["ckpt"]
+        run["seconds"] += seconds
+        if not math.isfinite(mean_loss):
+            raise FloatingPointError(f"loss is {mean_loss} at step {self.step}: training diverged")
+        peak = torch.cuda.max_memory_allocated(self.device) / 2**30 if self.device.type == "cuda" else None
+        self.progress.report(
+            step=self.step,
+            loss=mean_loss,
+            lr=self.scheduler.get_last_lr()[0],
+            tokens=window["tokens"],
+            seconds=seconds,
+            extra={
+                "epoch": round(self.position / self.samples.n, 4),
+                "samples_seen": self.position,
+                "peak_memory_gib": round(peak, 2) if peak is not None else None,
+                "seconds_per_step": run["seconds"] / run["steps"],
+                "steps_in_window": window["micro"] // self.plan.gradient_accumulation_steps,
+            },
+        )
+        self.new_window(start=synced)
+
+    def train(self) -> None:
+        cfg, plan, torch = self.cfg, self.plan, self.torch
+        self.order = data.Order(self.samples.n, cfg.data_seed, cfg.data.shuffle)
+        self.progress.update(
+            total_steps=self.total,
+            batch_size=plan.batch_size,
+            gradient_accumulation_steps=plan.gradient_accumulation_steps,
+            gradient_checkpointing=plan.gradient_checkpointing,
+            plan_source=plan.source,
+            plan_reason=plan.reason,
+            max_seq_length=self.samples.seq_len,
+            last_checkpoint=self.last_checkpoint,
+        )
+        self.progress.open_tensorboard(self.step)
+        if self.device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(self.device)
+        self.progress.write(state="training", step=self.step)
+        log.info(
+            "training steps %d..%d (%d sequences of %d tokens per step)",
+            self.step + 1,
+            self.total,
+            plan.batch_size * plan.gradient_accumulation_steps,
+            self.samples.seq_len,
+        )
+        self.loaded.model.train()
+        self.new_window()
+        run = {"steps": 0, "seconds": 0.0}
+        try:
+            while self.step < self.total and not self.stop.requested:
+                self.one_step()
+                run["steps"] += 1
+                if self.stop_after is not None and self.step >= self.stop_after:
+                    self.stop.request(f"--stop-after {self.stop_after}")
+                if self.step % cfg.progress.every_steps == 0 or self.step == self.total or self.stop.requested:
+                    self.report(run)
+                if self.step % cfg.checkpoint.every_steps == 0 and self.step < self.total:
+                    started = time.monotonic()
+                    self.save()
+                    self.window["ckpt"] += time.monotonic() - started
+        except torch.cuda.OutOfMemoryError:
+            log.error(
+                "CUDA out of memory at step %d with batch_size %d, gradient_checkpointing %s: set a smaller "
+                "train.batch_size or gradient_checkpointing: true",
+                self.step + 1,
+                plan.batch_size,
+                plan.gradient_checkpointing,
+            )
+            raise
+        if self.step >= self.total:
+            self.save(finished=True)
+            _save_final(self.cfg, self.loaded, self.step, self.stack_id, plan)
+            self.progress.write(state="finished", step=self.step)
+            log.info("finished: %d steps; final adapter in %s", self.step, _final_dir(cfg))
+            return
+        log.info("%s: stopping after step %d", self.stop.reason, self.step)
+        if self.saved_step != self.step:
+            self.save()
+        self.progress.write(state="stopped", step=self.step)
+        where = self.last_checkpoint["path"] if self.last_checkpoint else "none (no step done)"
+        log.info("stopped at step %d; checkpoint %s", self.step, where)
+
+
+def _final_dir(cfg: Config) -> Path:
+    return Path(cfg.train.output_dir) / FINAL
+
+
+def _save_final(cfg: Config, loaded, step: int, stack_id: str, plan) -> None:
+    def writer(tmp: Path) -> None:
+        backends.save_adapter(loaded.model, tmp)
+        try:
+            loaded.tokenizer.save_pretrained(str(tmp))
+        except Exception as exc:  # the adapter matters; the tokenizer copy is a convenience
+            log.warning("could not save the tokenizer with the final adapter: %s", exc)
+
+    manifest = {"step": step, "base_model": cfg.model.path, "stack_id": stack_id, "plan": plan.to_dict()}
+    checkpoint.write_dir(_final_dir(cfg), writer, manifest)
+
+
+def _final_from_checkpoint(cfg: Config, found: checkpoint.Found) -> None:
+    """A run that finished but died before writing final/: copy the adapter out of its last checkpoint."""
+
+    def writer(tmp: Path) -> None:
+        for name in (backends.ADAPTER_FILE, "adapter_config.json"):
+            shutil.copy2(found.path / name, tmp / name)
+
+    manifest = {"step": found.step, "base_model": cfg.model.path, "stack_id": found.manifest.get("stack_id")}
+    checkpoint.write_dir(_final_dir(cfg), writer, manifest)
