@@ -291,42 +291,45 @@ def orchestrate(args) -> int:
         print(f"built {model_dir} in {results['build']['seconds']} s", flush=True)
     data = dataset(work / "train.jsonl", rows_needed=16 * (args.warmup + args.steps), seq=args.seq)
     save()
-    for backend in args.backends.split(","):
-        runs: dict[str, Any] = {}
-        results["runs"][backend] = runs
-        plan = [("bare", None), ("trainer", (args.batch, True))]
-        if not args.no_auto:
-            plan.append(("auto", ("auto", "auto")))
-        for name, setting in plan:
-            left = deadline - time.monotonic()
-            if left < 60:
-                runs[name] = {"skipped": f"time budget spent ({args.budget_s} s)"}
-                continue
-            t0 = time.monotonic()
-            try:
-                if name == "bare":
-                    argv = ["bare", "--backend", backend, "--model", str(model_dir), "--batch", str(args.batch)]
-                    argv += ["--seq", str(args.seq), "--warmup", str(args.warmup), "--steps", str(args.steps)]
-                    argv += ["--device", args.device]
-                    runs[name] = json.loads(_sub(argv, timeout=left, env=child_env(work)))
-                else:
-                    config = trainer_config(
-                        work / f"{backend}-{name}",
-                        model_dir,
-                        data,
-                        backend=backend,
-                        batch=setting[0],
-                        gc=setting[1],
-                        steps=args.warmup + args.steps,
-                        seq=args.seq,
-                        device=args.device,
-                    )
-                    runs[name] = run_trainer(config, args.warmup, args.seq, timeout=left, env=child_env(work))
-            except (subprocess.TimeoutExpired, subprocess.CalledProcessError, ValueError) as exc:
-                runs[name] = {"error": f"{type(exc).__name__}: {str(exc)[-2000:]}"}
-            runs[name]["process_seconds"] = round(time.monotonic() - t0, 1)
-            print(f"{backend} {name}: {json.dumps({k: v for k, v in runs[name].items() if k != 'log'})[:600]}")
-            save()
+    backends = args.backends.split(",")
+    # Same-batch comparisons first (both backends), the automatic choice last: a short budget drops those first.
+    order = [(b, n) for n in ("bare", "trainer") for b in backends]
+    order += [] if args.no_auto else [(b, "auto") for b in backends]
+    for backend in backends:
+        results["runs"][backend] = {}
+    for backend, name in order:
+        runs = results["runs"][backend]
+        left = deadline - time.monotonic()
+        if left < 60:
+            runs[name] = {"skipped": f"time budget spent ({args.budget_s} s)"}
+            continue
+        t0 = time.monotonic()
+        try:
+            if name == "bare":
+                argv = ["bare", "--backend", backend, "--model", str(model_dir), "--batch", str(args.batch)]
+                argv += ["--seq", str(args.seq), "--warmup", str(args.warmup), "--steps", str(args.steps)]
+                argv += ["--device", args.device]
+                runs[name] = json.loads(_sub(argv, timeout=left, env=child_env(work)))
+            else:
+                setting = (args.batch, True) if name == "trainer" else ("auto", "auto")
+                config = trainer_config(
+                    work / f"{backend}-{name}",
+                    model_dir,
+                    data,
+                    backend=backend,
+                    batch=setting[0],
+                    gc=setting[1],
+                    steps=args.warmup + args.steps,
+                    seq=args.seq,
+                    device=args.device,
+                )
+                runs[name] = run_trainer(config, args.warmup, args.seq, timeout=left, env=child_env(work))
+        except (subprocess.TimeoutExpired, subprocess.CalledProcessError, ValueError) as exc:
+            detail = getattr(exc, "stderr", None) or ""
+            runs[name] = {"error": f"{type(exc).__name__}: {str(exc)[-500:]}", "stderr_tail": str(detail)[-3000:]}
+        runs[name]["process_seconds"] = round(time.monotonic() - t0, 1)
+        print(f"{backend} {name}: {json.dumps({k: v for k, v in runs[name].items() if k != 'log'})[:800]}", flush=True)
+        save()
     results["table"] = table(results)
     save()
     print(results["table"])

@@ -462,6 +462,7 @@ class Run:
             self.samples.seq_len,
         )
         self.loaded.model.train()
+        self.loaded.set_gradient_checkpointing(plan.gradient_checkpointing)  # after train(): a backend may reset it
         self.new_window()
         run = {"steps": 0, "seconds": 0.0}
         try:
