@@ -63,6 +63,8 @@ RENDERED = {
             "cuda_toolkit_manage_link": False,
         },
     ),
+    # A host starting with "s": a regression test for a pattern that once excluded the letter instead of spaces.
+    "mirror-host-with-s": (RHEL_9, {"cuda_toolkit_nvidia_repo_base_url": "https://sync.example.internal/cuda"}),
 }
 
 # Cases the role must refuse: id -> (facts, settings, words of the message). "{case}" is the case's host name.

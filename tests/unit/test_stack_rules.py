@@ -20,6 +20,7 @@ STACKS = ROOT / "files" / "stacks"
 SEED_AS_WRITTEN = ROOT / "tests" / "fixtures" / "stacks" / "seed-as-written"
 SEED = "torch2.3-unsloth2024.8-py310"
 CURRENT = "torch2.11-unsloth2026.10-py312"
+ON_550 = "torch2.6-unsloth2026.10-py311"
 INDEX = RecordedIndex(ROOT / "tests" / "fixtures" / "index")
 
 
@@ -102,7 +103,11 @@ def test_current_stack_passes_with_the_xformers_warning_only():
     assert "xformers==0.0.35 was built for torch 2.10.0 but the stack pins torch 2.11.0" in findings[0].message
 
 
-@pytest.mark.parametrize("stack_id", [SEED, CURRENT])
+def test_current_libraries_on_the_550_driver_pass():
+    assert check(STACKS / ON_550) == []
+
+
+@pytest.mark.parametrize("stack_id", [SEED, CURRENT, ON_550])
 def test_shipped_stack_is_complete(stack_id):
     stack = manifest.load(STACKS / stack_id)
     assert stack.exclude_newer, "shipped stacks resolve with a date cutoff"

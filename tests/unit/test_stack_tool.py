@@ -19,6 +19,7 @@ ROOT = Path(__file__).resolve().parents[2]
 STACKS = ROOT / "files" / "stacks"
 SEED = "torch2.3-unsloth2024.8-py310"
 CURRENT = "torch2.11-unsloth2026.10-py312"
+ON_550 = "torch2.6-unsloth2026.10-py311"
 RECORDED = str(ROOT / "tests" / "fixtures" / "index")
 
 
@@ -62,9 +63,10 @@ def test_manifest_needs_requirements(tmp_path):
         manifest.load(d)
 
 
-def test_discover_finds_both_shipped_stacks():
+def test_discover_finds_the_shipped_stacks():
     stacks = manifest.discover(STACKS)
-    assert set(stacks) == {SEED, CURRENT}
+    assert set(stacks) == {SEED, CURRENT, ON_550}
+    assert stacks[ON_550].python == ["3.11", "3.12", "3.13"] and stacks[ON_550].cuda_runtime == "12.4"
     assert stacks[SEED].python == ["3.10", "3.11"] and stacks[SEED].min_driver == "550.54.15"
     assert stacks[CURRENT].min_driver == "580.65.06" and stacks[CURRENT].cuda_runtime == "13.0"
     assert stacks[SEED].flash_attn.wheels["3.10"].startswith("flash_attn-2.5.8+cu122torch2.3cxx11abiFALSE-cp310")
@@ -136,6 +138,16 @@ def test_diff_of_the_shipped_stacks_is_a_driver_bump():
     assert "| transformers | 4.43.3 | 5.17.0 | major upgrade |" in text
     back = diff.diff(new, old)
     assert not back.driver_bump and "| torch | 2.11.0 | 2.3.0 | minor DOWNGRADE |" in back.render()
+
+
+def test_diff_to_current_libraries_on_the_550_driver_needs_no_reboot():
+    result = diff.diff(manifest.load(STACKS / SEED), manifest.load(STACKS / ON_550))
+    assert result.python == "3.11"
+    assert result.changed["torch"] == ("2.3.0", "2.6.0") and result.changed["unsloth"] == ("2024.8", "2026.10.9")
+    assert not result.driver_bump and not result.driver_change and result.cuda_change
+    text = result.render()
+    assert "- minimum driver: 550.54.15 (unchanged)" in text and "- CUDA runtime of the wheels: 12.1 -> 12.4" in text
+    assert "reboot needed: no" in text
 
 
 def test_diff_within_a_driver_branch_needs_no_reboot(tmp_path):

@@ -41,6 +41,8 @@ def compile_argv(stack: Stack, python: str, output: Path | None, uv: str, hashes
         argv += ["--exclude-newer", stack.exclude_newer]
     if stack.index_url:
         argv += ["--index-url", stack.index_url]
+    if stack.constraints_path.is_file():
+        argv += ["--constraint", str(stack.constraints_path)]
     argv += ["-o", str(output)] if output else ["-o", os.devnull]
     return argv
 

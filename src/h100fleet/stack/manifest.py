@@ -59,6 +59,11 @@ class Stack:
     def requirements_path(self) -> Path:
         return self.path / "requirements.in"
 
+    @property
+    def constraints_path(self) -> Path:
+        """Optional constraints.txt: versions the lock keeps where the resolution allows (a verified environment)."""
+        return self.path / "constraints.txt"
+
     def lock_path(self, python: str) -> Path:
         return self.path / f"lock-py{python}.txt"
 

@@ -7,6 +7,7 @@ library only. Prints one JSON document; exits 0 when everything matches, 1 other
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
 import importlib.metadata as md
 import json
@@ -18,7 +19,13 @@ from h100fleet.stack.lockfile import normalize, parse_pins
 
 
 def installed() -> dict[str, str]:
-    return {normalize(d.metadata["Name"]): d.version for d in md.distributions() if d.metadata["Name"]}
+    """Each distribution's version as the interpreter imports it: the first one on sys.path wins."""
+    found: dict[str, str] = {}
+    for dist in md.distributions():
+        name = dist.metadata["Name"]
+        if name:
+            found.setdefault(normalize(name), dist.version)
+    return found
 
 
 def compare(lock_text: str, have: dict[str, str], ignore_local: bool = False) -> dict:
@@ -39,11 +46,13 @@ def compare(lock_text: str, have: dict[str, str], ignore_local: bool = False) ->
 
 
 def try_imports(modules: list[str]) -> dict:
+    """Import each module in order (Unsloth wants to come first); whatever they print goes to stderr."""
     results = {}
     for module in modules:
         start = time.perf_counter()
         try:
-            imported = importlib.import_module(module)
+            with contextlib.redirect_stdout(sys.stderr):
+                imported = importlib.import_module(module)
             results[module] = {
                 "ok": True,
                 "version": str(getattr(imported, "__version__", "")),
@@ -69,6 +78,7 @@ def main(argv: list[str] | None = None) -> int:
         default=[],
         help="installed distribution beyond the lock that is expected (e.g. h100fleet)",
     )
+    parser.add_argument("--json", type=Path, help="write the report here instead of standard output")
     args = parser.parse_args(argv)
     report = compare(args.lock.read_text(), installed(), args.ignore_local)
     report["extra"] = [e for e in report["extra"] if e not in {normalize(a) for a in args.allow_extra}]
@@ -77,7 +87,11 @@ def main(argv: list[str] | None = None) -> int:
     report["ok"] = (
         not report["missing"] and not report["mismatched"] and all(r["ok"] for r in report["imports"].values())
     )
-    print(json.dumps(report, indent=1, sort_keys=True))
+    text = json.dumps(report, indent=1, sort_keys=True)
+    if args.json:
+        args.json.write_text(text + "\n")
+    else:
+        print(text)
     return 0 if report["ok"] else 1
 
 
