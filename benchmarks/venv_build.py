@@ -27,6 +27,12 @@ REPO = Path(__file__).resolve().parents[1]
 PROXY = "-o Acquire::http::Proxy=http://127.0.0.1:3142"
 
 
+def _pip_python() -> str:
+    """An interpreter with pip (the project's uv-made .venv has none): this one, else the machine's python3."""
+    has_pip = subprocess.run([sys.executable, "-m", "pip", "--version"], capture_output=True, check=False)
+    return sys.executable if has_pip.returncode == 0 else "python3"
+
+
 def wheelhouse(stack: manifest.Stack, python: str, root: Path) -> Path:
     target = root / f"{stack.id}-py{python}"
     done = target / ".complete"
@@ -35,7 +41,7 @@ def wheelhouse(stack: manifest.Stack, python: str, root: Path) -> Path:
         subprocess.run(
             # --isolated: no pip.conf or PIP_* settings of this machine; wheels for this machine's Python 3.11.
             [
-                sys.executable,
+                _pip_python(),
                 "-m",
                 "pip",
                 "--isolated",

@@ -106,7 +106,18 @@ def test_fact_reports_the_active_stack(host):
     fact = json.loads(run_ok(host, "/etc/ansible/facts.d/h100fleet_stack.fact"))
     assert fact["id"] == STACK and fact["lock_hash"] == LOCK_HASH
     assert fact["active"]["path"] == VENV and fact["previous"] is None
-    assert [s["path"] for s in fact["installed"]] == [VENV]
+    # The side effect pre-staged the light stack from a wheelhouse; the tampered one left nothing.
+    assert sorted(s["id"] for s in fact["installed"]) == ["light", STACK]
+    assert not any(s.get("incomplete") for s in fact["installed"])
+
+
+def test_prestaged_wheelhouse_stack_is_complete_and_verified(host):
+    light_lock = LOCK.parents[3] / "tests" / "fixtures" / "stacks" / "light" / "lock-py3.11.txt"
+    venv = f"{ROOT}/light-py3.11-{hashlib.sha256(light_lock.read_bytes()).hexdigest()[:12]}"
+    marker = json.loads(host.file(f"{venv}/h100fleet-stack.json").content_string)
+    assert marker["id"] == "light" and marker["packages"] == 3
+    assert all(marker["imports"][m]["ok"] for m in ("yaml", "six", "packaging"))
+    assert host.file(f"{ROOT}/.wheelhouse/six-1.16.0-py2.py3-none-any.whl").exists
 
 
 def test_h100fleet_package_is_in_the_venv(host):

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from h100fleet.stack import diff as stack_diff
 from h100fleet.stack import lock as stack_lock
-from h100fleet.stack import manifest, rules
+from h100fleet.stack import manifest, rules, wheelhouse
 from h100fleet.stack.index import DEFAULT_INDEX, PyPIIndex, RecordedIndex, RecordingIndex
 
 DEFAULT_STACKS = Path(__file__).resolve().parents[3] / "files" / "stacks"
@@ -74,6 +74,25 @@ def cmd_diff(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_wheelhouse(args: argparse.Namespace) -> int:
+    stack = _stack(args, args.stack)
+    pythons = args.python or stack.python
+    failed = False
+    for python in pythons:
+        lock = stack.lock_path(python)
+        if not lock.is_file():
+            raise ValueError(f"{stack.id} has no lock for Python {python} (it has {', '.join(stack.python)})")
+        report = wheelhouse.fill(lock.read_text(), python, Path(args.dest), PyPIIndex(args.index_url))
+        print(
+            f"{stack.id} py{python}: {len(report['downloaded'])} downloaded, {len(report['present'])} present, "
+            f"{len(report['missing'])} missing -> {args.dest}"
+        )
+        for line in report["missing"]:
+            print(f"  missing: {line}")
+        failed |= bool(report["missing"])
+    return 1 if failed else 0
+
+
 def add_parser(sub) -> None:
     st = sub.add_parser("stack", help="pinned ML stacks: list, lock, check, diff")
     st.add_argument("--stacks", default=str(DEFAULT_STACKS), help="directory of stack directories")
@@ -98,6 +117,15 @@ def add_parser(sub) -> None:
     p.add_argument("--record", help="record the index's answers into this directory (test fixtures)")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_check)
+
+    p = st_sub.add_parser(
+        "wheelhouse", help="download a lock's wheels (hash-checked) for python_stack_source: wheelhouse"
+    )
+    p.add_argument("stack", help="stack id or directory")
+    p.add_argument("--dest", required=True, help="directory to fill")
+    p.add_argument("--python", action="append", help="Python version (repeatable; default: all of the stack's)")
+    p.add_argument("--index-url", default=DEFAULT_INDEX)
+    p.set_defaults(func=cmd_wheelhouse)
 
     p = st_sub.add_parser("diff", help="what a bump from OLD to NEW changes, and whether nodes must reboot")
     p.add_argument("old")
