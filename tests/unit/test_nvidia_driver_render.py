@@ -205,6 +205,14 @@ RENDERED = {
         },
     ),
     "rocky-9-proprietary": (ROCKY_9, PCIE, {"nvidia_driver_module_flavor": "proprietary"}),
+    "ubuntu-24.04-secure-boot-signed": (
+        UBUNTU_2404,
+        {"secure_boot": "enabled"},
+        {
+            "nvidia_driver_signing_key": "/var/lib/shim-signed/mok/MOK.priv",
+            "nvidia_driver_signing_cert": "/var/lib/shim-signed/mok/MOK.der",
+        },
+    ),
     # A mirror whose host name starts with "s" (a character class [^\\s/] would refuse it).
     "rhel-9-https-mirror": (RHEL_9, PCIE, {"nvidia_driver_nvidia_repo_base_url": "https://sync.example.internal/cuda"}),
     "alma-9-branch-fm-always": (
@@ -918,3 +926,13 @@ def test_bad_setting_or_unsupported_node_is_refused_by_name(run, case):
     expected = REFUSED[case][3].replace("{case}", case)
     assert failures[case] is not None, f"{case} was not refused"
     assert expected in " ".join(failures[case].split())
+
+
+def test_secure_boot_node_with_a_key_gets_dkms_signing(run):
+    _, directory = rendered(run, "ubuntu-24.04-secure-boot-signed")
+    assert entries((directory / "dkms-module-signing.conf").read_text()) == [
+        'mok_signing_key="/var/lib/shim-signed/mok/MOK.priv"',
+        'mok_certificate="/var/lib/shim-signed/mok/MOK.der"',
+    ]
+    _, plain = rendered(run, "ubuntu-24.04-proprietary")
+    assert not (plain / "dkms-module-signing.conf").exists()
