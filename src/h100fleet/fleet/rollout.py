@@ -1,0 +1,561 @@
+"""The fleet rollout report: per-node records of a stack (or driver) rollout, rendered as Markdown, JSON and HTML.
+
+The rollout playbook (playbooks/rollout.yml, role `rollout`) writes one record per node on the control node and
+re-renders the report after every node, so a halted rollout still leaves a report that names the nodes still on
+the old stack. Layout of a report directory:
+
+    <dir>/rollout.json            the run: target stack, driver, canary, batch, hosts, started_at
+    <dir>/nodes/<host>.json       one record per node (below)
+    <dir>/rollout-report.md|.json|.html
+
+A record: host, old_stack, new_stack, status (done / skipped / rolled-back / rollback-failed / untouched), batch,
+downtime_s (service stop until the training step advanced again), step_before (the checkpointed step at the
+stop), step_after (the first step seen after the start), probe_status, gemm_tflops (slowest GPU), service_state,
+error, and the driver before/after when the rollout bumps it.
+
+    python -m h100fleet.fleet.rollout init --dir D < {"rollout": {...}, "records": [...]}
+    python -m h100fleet.fleet.rollout record --dir D < {record}      # write one record, render the report
+    python -m h100fleet.fleet.rollout render --dir D
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import fcntl
+import html
+import json
+import os
+import statistics
+import sys
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from h100fleet.fleet import MISSING, markdown_table
+
+SCHEMA = 1
+DONE = "done"
+SKIPPED = "skipped"
+ROLLED_BACK = "rolled-back"
+ROLLBACK_FAILED = "rollback-failed"
+UNTOUCHED = "untouched"
+STATUSES = (DONE, SKIPPED, ROLLED_BACK, ROLLBACK_FAILED, UNTOUCHED)
+# Where a node of each status runs after the rollout: the new stack, or not (the old one, or unknown).
+ON_NEW = frozenset({DONE, SKIPPED})
+DOWNTIME_TARGET_S = 90.0
+
+RECORD_FIELDS = (
+    "host",
+    "old_stack",
+    "new_stack",
+    "status",
+    "batch",
+    "downtime_s",
+    "step_before",
+    "step_after",
+    "probe_status",
+    "gemm_tflops",
+    "service_state",
+    "driver_before",
+    "driver_after",
+    "error",
+    "note",
+    "finished_at",
+)
+
+COLUMNS = (
+    ("host", "node"),
+    ("status", "status"),
+    ("old_stack", "from"),
+    ("new_stack", "to"),
+    ("downtime", "downtime (s)"),
+    ("steps", "step before -> after"),
+    ("probe", "probe (GEMM TFLOP/s)"),
+    ("service_state", "service"),
+    ("error", "error"),
+)
+
+REPORT_NAMES = ("rollout-report.md", "rollout-report.json", "rollout-report.html")
+
+
+class RecordError(ValueError):
+    """A record or rollout document that does not have the expected shape."""
+
+
+# --- records -------------------------------------------------------------------------------------------------------
+
+
+def _number(value: Any) -> float | None:
+    if value is None or value == "" or isinstance(value, bool):
+        return None
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return None
+
+
+def _int(value: Any) -> int | None:
+    number = _number(value)
+    return None if number is None else int(number)
+
+
+def _text(value: Any) -> str | None:
+    if value is None:
+        return None
+    text = str(value).strip()
+    return text or None
+
+
+def normalize(record: Mapping[str, Any]) -> dict[str, Any]:
+    """A record with every field, numbers as numbers, empty strings as None. Raises RecordError on a record
+    without a host or with an unknown status."""
+    host = _text(record.get("host"))
+    if not host:
+        raise RecordError(f"record without a host: {dict(record)!r}")
+    status = _text(record.get("status")) or UNTOUCHED
+    if status not in STATUSES:
+        raise RecordError(f"{host}: status {status!r} is not one of {', '.join(STATUSES)}")
+    out: dict[str, Any] = {name: None for name in RECORD_FIELDS}
+    out.update(
+        host=host,
+        status=status,
+        old_stack=_text(record.get("old_stack")),
+        new_stack=_text(record.get("new_stack")),
+        batch=_int(record.get("batch")),
+        downtime_s=None if _number(record.get("downtime_s")) is None else round(_number(record.get("downtime_s")), 1),
+        step_before=_int(record.get("step_before")),
+        step_after=_int(record.get("step_after")),
+        probe_status=_text(record.get("probe_status")),
+        gemm_tflops=_number(record.get("gemm_tflops")),
+        service_state=_text(record.get("service_state")),
+        driver_before=_text(record.get("driver_before")),
+        driver_after=_text(record.get("driver_after")),
+        error=_text(record.get("error")),
+        note=_text(record.get("note")),
+        finished_at=_text(record.get("finished_at")),
+    )
+    return out
+
+
+def merge(previous: Mapping[str, Any] | None, new: Mapping[str, Any]) -> dict[str, Any]:
+    """The record to keep when `new` replaces `previous` for the same node.
+
+    A re-run after a halt finds the nodes an earlier run moved already on the new stack and records them as
+    skipped; their earlier record (downtime, steps, probe) is what happened to them in this rollout, so it is kept,
+    noted as done by an earlier run."""
+    new = normalize(new)
+    if previous is None:
+        return new
+    previous = normalize(previous)
+    if new["status"] == SKIPPED and previous["status"] == DONE and previous["new_stack"] == new["new_stack"]:
+        return {**previous, "note": "done by an earlier run of this rollout"}
+    return new
+
+
+# --- the probe gate --------------------------------------------------------------------------------------------------
+
+# What the probe reports when the stack itself cannot run it (h100fleet.probes.nvml / run): these fail a node
+# whether or not it has a GPU, because they are the stack's fault, not the hardware's.
+STACK_BROKEN_MARKERS = ("pynvml (nvidia-ml-py) not importable",)
+STACK_BROKEN_CHECKS = ("torch_import",)
+
+
+def gemm_tflops(report: Mapping[str, Any] | None) -> float | None:
+    """The slowest GPU's bf16 GEMM TFLOP/s in a probe report, or None."""
+    values = []
+    for check in (report or {}).get("checks") or []:
+        if str(check.get("name", "")).startswith("gemm_bf16_tflops[") and _number(check.get("value")) is not None:
+            values.append(_number(check.get("value")))
+    return min(values) if values else None
+
+
+def probe_verdict(
+    report: Mapping[str, Any] | None, gpu_required: bool, fail_on: Sequence[str] = ("CRIT",)
+) -> dict[str, Any]:
+    """Whether a node passes the rollout's probe gate: {"ok", "status", "reason", "gemm_tflops"}.
+
+    A node fails when its report's status is in fail_on and a GPU is required (gpu_validate's own gate), and on
+    any node when the report shows that the new stack cannot run the probes (pynvml missing, torch not
+    importable): on a node without a GPU the probe's status is CRIT anyway ("no NVIDIA GPU visible"), and only
+    the reason tells a broken stack from a GPU-less node."""
+    if not isinstance(report, Mapping) or "checks" not in report:
+        return {"ok": False, "status": None, "reason": "no probe report", "gemm_tflops": None}
+    status = str(report.get("status") or "UNKNOWN")
+    bad = [c for c in report["checks"] if c.get("status") != "OK"]
+    broken = [
+        c
+        for c in bad
+        if c.get("name") in STACK_BROKEN_CHECKS
+        or any(marker in f"{c.get('value')} {c.get('detail')}" for marker in STACK_BROKEN_MARKERS)
+    ]
+    reason = None
+    if broken:
+        first = broken[0]
+        reason = f"the stack cannot run the probes: {first.get('name')}: {first.get('detail') or first.get('value')}"
+    elif gpu_required and status in fail_on:
+        first = bad[0] if bad else {}
+        reason = f"probe {status}: {first.get('name')}: {first.get('detail') or first.get('value')}"
+    return {"ok": reason is None, "status": status, "reason": reason, "gemm_tflops": gemm_tflops(report)}
+
+
+# --- the training step -----------------------------------------------------------------------------------------------
+
+
+def training_progress(status: Mapping[str, Any] | None, step_before: int | None) -> dict[str, Any]:
+    """Judge the trainer's status document after a restart against the checkpointed step.
+
+    {"continued": bool, "reset": bool, "step": int|None, "state": str|None}: continued when the step advanced
+    past step_before (or the run finished at or past it); reset when the trainer reports a step below
+    step_before (it did not resume from the checkpoint)."""
+    status = status if isinstance(status, Mapping) else {}
+    step = _int(status.get("step"))
+    state = _text(status.get("state"))
+    before = step_before if step_before is not None else 0
+    reset = step is not None and step < before
+    continued = step is not None and not reset and (step > before or (state == "finished" and step >= before))
+    return {"continued": continued, "reset": reset, "step": step, "state": state}
+
+
+# --- the report ------------------------------------------------------------------------------------------------------
+
+
+def summary(records: Sequence[Mapping[str, Any]], rollout: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    rollout = rollout or {}
+    counts = {status: 0 for status in STATUSES}
+    for r in records:
+        counts[r["status"]] += 1
+    downtimes = [r["downtime_s"] for r in records if r["status"] == DONE and r["downtime_s"] is not None]
+    target = _number(rollout.get("downtime_target_s")) or DOWNTIME_TARGET_S
+    halted = counts[ROLLED_BACK] + counts[ROLLBACK_FAILED] > 0
+    remaining = [r["host"] for r in records if r["status"] not in ON_NEW]
+    if halted:
+        state = "halted"
+    elif remaining:
+        state = "in progress"
+    else:
+        state = "complete"
+    return {
+        "state": state,
+        "nodes": len(records),
+        "counts": counts,
+        "on_new_stack": len(records) - len(remaining),
+        "remaining_on_old": remaining,
+        "failed": [r["host"] for r in records if r["status"] in (ROLLED_BACK, ROLLBACK_FAILED)],
+        "downtime_s": {
+            "count": len(downtimes),
+            "max": max(downtimes) if downtimes else None,
+            "median": round(statistics.median(downtimes), 1) if downtimes else None,
+            "mean": round(statistics.fmean(downtimes), 1) if downtimes else None,
+            "target": target,
+            "over_target": [r["host"] for r in records if r["status"] == DONE and (r["downtime_s"] or 0) > target],
+        },
+    }
+
+
+def document(rollout: Mapping[str, Any] | None, records: Iterable[Mapping[str, Any]]) -> dict[str, Any]:
+    """The report as one JSON-serialisable document: the run, its summary and the records (host order)."""
+    rows = sorted((normalize(r) for r in records), key=lambda r: _host_key(r["host"]))
+    rollout = dict(rollout or {})
+    return {"schema": SCHEMA, "rollout": rollout, "summary": summary(rows, rollout), "nodes": rows}
+
+
+def _host_key(host: str) -> tuple:
+    # node-2 before node-10
+    parts: list[Any] = []
+    digits = ""
+    text = ""
+    for ch in host:
+        if ch.isdigit():
+            if text:
+                parts.append((1, text))
+                text = ""
+            digits += ch
+        else:
+            if digits:
+                parts.append((0, int(digits)))
+                digits = ""
+            text += ch
+    if digits:
+        parts.append((0, int(digits)))
+    if text:
+        parts.append((1, text))
+    return tuple(parts)
+
+
+def _fmt(value: Any, digits: int = 1) -> str:
+    if value is None:
+        return MISSING
+    if isinstance(value, float):
+        return f"{value:.{digits}f}"
+    return str(value)
+
+
+def _cells(r: Mapping[str, Any]) -> dict[str, str]:
+    steps = MISSING
+    if r["step_before"] is not None or r["step_after"] is not None:
+        steps = f"{_fmt(r['step_before'])} -> {_fmt(r['step_after'])}"
+    probe = r["probe_status"] or MISSING
+    if r["gemm_tflops"] is not None:
+        probe += f" ({r['gemm_tflops']:.0f})"
+    error = r["error"] or r.get("note") or ""
+    return {
+        "host": r["host"],
+        "status": r["status"],
+        "old_stack": r["old_stack"] or MISSING,
+        "new_stack": r["new_stack"] or MISSING,
+        "downtime": _fmt(r["downtime_s"]),
+        "steps": steps,
+        "probe": probe,
+        "service_state": r["service_state"] or MISSING,
+        "error": " ".join(error.split())[:300] or MISSING,
+    }
+
+
+def _headline(doc: Mapping[str, Any]) -> list[str]:
+    s = doc["summary"]
+    ro = doc["rollout"]
+    target = ro.get("stack") or MISSING
+    lines = [
+        f"Rollout to `{target}`"
+        + (f" (driver {ro['driver_version']})" if ro.get("driver_version") else "")
+        + f": **{s['state']}**. {s['on_new_stack']} of {s['nodes']} nodes on the new stack.",
+    ]
+    counts = ", ".join(f"{n} {status}" for status, n in s["counts"].items() if n)
+    if counts:
+        lines.append(f"Nodes: {counts}.")
+    if s["failed"]:
+        lines.append(f"Failed and rolled back: {', '.join(s['failed'])}: the rollout stopped there.")
+    if s["remaining_on_old"]:
+        lines.append(f"Remaining on the old stack: {', '.join(s['remaining_on_old'])}.")
+    d = s["downtime_s"]
+    if d["count"]:
+        verdict = "within" if not d["over_target"] else f"over for {', '.join(d['over_target'])}:"
+        lines.append(
+            f"Training downtime per node (stop until the step advanced again): median {_fmt(d['median'])} s, "
+            f"max {_fmt(d['max'])} s over {d['count']} nodes; {verdict} the {_fmt(d['target'], 0)} s target."
+        )
+    return lines
+
+
+def markdown(doc: Mapping[str, Any]) -> str:
+    ro = doc["rollout"]
+    lines = ["# Fleet rollout report", ""]
+    lines += _headline(doc)
+    lines.append("")
+    settings = [
+        f"{name} {ro[key]}"
+        for key, name in (
+            ("canary", "canary"),
+            ("batch", "batch"),
+            ("started_at", "started"),
+            ("updated_at", "updated"),
+        )
+        if ro.get(key) not in (None, "")
+    ]
+    if settings:
+        lines += ["; ".join(settings) + ".", ""]
+    lines += markdown_table(COLUMNS, (_cells(r) for r in doc["nodes"]))
+    return "\n".join(lines) + "\n"
+
+
+STATUS_COLOURS = {
+    DONE: "#2e7d32",
+    SKIPPED: "#78909c",
+    ROLLED_BACK: "#c62828",
+    ROLLBACK_FAILED: "#6a1b9a",
+    UNTOUCHED: "#b0bec5",
+}
+
+
+def svg_chart(doc: Mapping[str, Any], width: int = 760, bar: int = 16, gap: int = 4) -> str:
+    """An inline SVG bar chart of per-node training downtime, one bar per node, coloured by status, with the
+    target as a dashed line. Nodes without a downtime (skipped, untouched) get a labelled empty row."""
+    nodes = doc["nodes"]
+    target = doc["summary"]["downtime_s"]["target"]
+    values = [n["downtime_s"] for n in nodes if n["downtime_s"] is not None]
+    scale_max = max([target, *values]) * 1.1 if values else target * 1.1
+    label_w, right = 170, 60
+    plot_w = width - label_w - right
+    height = 30 + len(nodes) * (bar + gap) + 20
+    e = html.escape
+    out = [
+        f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
+        f'viewBox="0 0 {width} {height}" role="img" aria-label="training downtime per node">',
+        f'<text x="{label_w}" y="16" font-size="12">training downtime per node (s); dashed: {target:.0f} s target'
+        "</text>",
+    ]
+    for i, n in enumerate(nodes):
+        y = 26 + i * (bar + gap)
+        out.append(f'<text x="{label_w - 6}" y="{y + bar - 4}" font-size="11" text-anchor="end">{e(n["host"])}</text>')
+        colour = STATUS_COLOURS[n["status"]]
+        if n["downtime_s"] is not None:
+            w = max(1.0, plot_w * n["downtime_s"] / scale_max)
+            out.append(
+                f'<rect x="{label_w}" y="{y}" width="{w:.1f}" height="{bar}" fill="{colour}">'
+                f"<title>{e(n['host'])}: {n['downtime_s']:.1f} s ({e(n['status'])})</title></rect>"
+            )
+            out.append(f'<text x="{label_w + w + 4:.1f}" y="{y + bar - 4}" font-size="11">{n["downtime_s"]:.1f}</text>')
+        else:
+            out.append(
+                f'<text x="{label_w + 4}" y="{y + bar - 4}" font-size="11" fill="{colour}">{e(n["status"])}</text>'
+            )
+    tx = label_w + plot_w * target / scale_max
+    bottom = 26 + len(nodes) * (bar + gap)
+    out.append(f'<line x1="{tx:.1f}" y1="22" x2="{tx:.1f}" y2="{bottom}" stroke="#333" stroke-dasharray="4 3"/>')
+    out.append("</svg>")
+    return "\n".join(out)
+
+
+def html_page(doc: Mapping[str, Any]) -> str:
+    """A self-contained page: summary, the downtime chart (inline SVG) and the node table; no external assets."""
+    e = html.escape
+    head = "".join(f"<p>{e(line).replace('**', '')}</p>" for line in _headline(doc))
+    header = "".join(f"<th>{e(title)}</th>" for _, title in COLUMNS)
+    body = []
+    for n in doc["nodes"]:
+        cells = _cells(n)
+        colour = STATUS_COLOURS[n["status"]]
+        tds = "".join(
+            f'<td style="color:{colour};font-weight:bold">{e(cells[k])}</td>'
+            if k == "status"
+            else f"<td>{e(cells[k])}</td>"
+            for k, _ in COLUMNS
+        )
+        body.append(f"<tr>{tds}</tr>")
+    legend = " ".join(
+        f'<span style="color:{c};font-weight:bold">&#9632; {e(s)}</span>' for s, c in STATUS_COLOURS.items()
+    )
+    data = e(json.dumps(doc["summary"], sort_keys=True))
+    return (
+        '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8"><title>Fleet rollout report</title>'
+        "<style>body{font-family:sans-serif;margin:2em}table{border-collapse:collapse;font-size:13px}"
+        "td,th{border:1px solid #ccc;padding:3px 6px;text-align:left}th{background:#eee}</style></head>\n<body>"
+        f"<h1>Fleet rollout report</h1>\n{head}\n<p>{legend}</p>\n{svg_chart(doc)}\n"
+        f"<table><thead><tr>{header}</tr></thead><tbody>\n" + "\n".join(body) + "\n</tbody></table>\n"
+        f'<script type="application/json" id="summary">{data}</script>\n</body></html>\n'
+    )
+
+
+# --- the report directory --------------------------------------------------------------------------------------------
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(text, encoding="utf-8")
+    tmp.replace(path)
+
+
+@contextlib.contextmanager
+def _locked(directory: Path) -> Iterator[None]:
+    directory.mkdir(parents=True, exist_ok=True)
+    with open(directory / ".lock", "a", encoding="utf-8") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def _record_path(directory: Path, host: str) -> Path:
+    if "/" in host or host.startswith("."):
+        raise RecordError(f"host name {host!r} cannot name a record file")
+    return directory / "nodes" / f"{host}.json"
+
+
+def _read_json(path: Path) -> Any:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+
+
+def load(directory: Path) -> dict[str, Any]:
+    """The report document of a directory: the run's hosts from rollout.json, each with its record (a host
+    without one is untouched)."""
+    rollout = _read_json(directory / "rollout.json") or {}
+    hosts = list(rollout.get("hosts") or [])
+    records = {}
+    for path in sorted((directory / "nodes").glob("*.json")):
+        data = _read_json(path)
+        if isinstance(data, Mapping) and data.get("host"):
+            records[data["host"]] = data
+    if not hosts:
+        hosts = list(records)
+    rows = [records.get(h) or {"host": h, "status": UNTOUCHED, "new_stack": rollout.get("stack")} for h in hosts]
+    return document({k: v for k, v in rollout.items() if k != "hosts"}, rows)
+
+
+def render(directory: Path) -> dict[str, Any]:
+    """Write rollout-report.md, .json and .html from the directory's records; return the document."""
+    doc = load(directory)
+    md_name, json_name, html_name = REPORT_NAMES
+    _write_atomic(directory / json_name, json.dumps(doc, indent=2, sort_keys=False) + "\n")
+    _write_atomic(directory / md_name, markdown(doc))
+    _write_atomic(directory / html_name, html_page(doc))
+    return doc
+
+
+def init(directory: Path, rollout: Mapping[str, Any], records: Iterable[Mapping[str, Any]]) -> dict[str, Any]:
+    """Start (or resume) a rollout: write rollout.json and each node's first record (untouched, or skipped when
+    it already runs the new stack; an earlier run's done record is kept, see merge), then render."""
+    with _locked(directory):
+        _write_atomic(directory / "rollout.json", json.dumps(dict(rollout), indent=2) + "\n")
+        for record in records:
+            path = _record_path(directory, normalize(record)["host"])
+            kept = merge(_read_json(path), record)
+            _write_atomic(path, json.dumps(kept, indent=2) + "\n")
+        return render(directory)
+
+
+def record(directory: Path, rec: Mapping[str, Any]) -> dict[str, Any]:
+    """Write one node's record and render the report again (serialised by a lock on the directory, so the last
+    render has seen every record written before it)."""
+    rec = normalize(rec)
+    with _locked(directory):
+        _write_atomic(_record_path(directory, rec["host"]), json.dumps(rec, indent=2) + "\n")
+        return render(directory)
+
+
+def _stdin_json() -> Any:
+    try:
+        return json.load(sys.stdin)
+    except ValueError as exc:
+        raise RecordError(f"standard input is not JSON: {exc}") from exc
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m h100fleet.fleet.rollout", description=__doc__.splitlines()[0])
+    sub = p.add_subparsers(dest="command", required=True)
+    for name, text in (
+        ("init", 'start a rollout: {"rollout": {...}, "records": [...]} on standard input'),
+        ("record", "write one node's record (JSON on standard input) and render the report"),
+        ("render", "render the report from the records"),
+    ):
+        sp = sub.add_parser(name, help=text)
+        sp.add_argument("--dir", type=Path, required=True, help="the rollout's report directory")
+    args = p.parse_args(argv)
+    try:
+        if args.command == "init":
+            data = _stdin_json()
+            if not isinstance(data, Mapping) or not isinstance(data.get("rollout"), Mapping):
+                raise RecordError('init expects {"rollout": {...}, "records": [...]}')
+            doc = init(args.dir, data["rollout"], data.get("records") or [])
+        elif args.command == "record":
+            data = _stdin_json()
+            if not isinstance(data, Mapping):
+                raise RecordError("record expects one JSON object")
+            doc = record(args.dir, data)
+        else:
+            with _locked(args.dir):
+                doc = render(args.dir)
+    except RecordError as exc:
+        print(f"rollout report: {exc}", file=sys.stderr)
+        return 2
+    print(json.dumps(doc["summary"], sort_keys=True))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

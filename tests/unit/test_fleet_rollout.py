@@ -1,0 +1,294 @@
+"""The fleet rollout report (h100fleet.fleet.rollout): records, the probe gate, the step check, the report."""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+from xml.etree import ElementTree
+
+import pytest
+
+from h100fleet.fleet import rollout
+from h100fleet.probes import nvml
+from h100fleet.probes import run as probe_run
+from h100fleet.probes.checks import Expectations
+
+A = "torch2.3-unsloth2024.8-py310"
+B = "torch2.3-unsloth2024.8-py310-b"
+
+
+def rec(host, status, **kw):
+    return {"host": host, "status": status, "old_stack": A, "new_stack": B, **kw}
+
+
+def done(host, downtime, step_before=100, step_after=110, **kw):
+    return rec(
+        host,
+        "done",
+        downtime_s=downtime,
+        step_before=step_before,
+        step_after=step_after,
+        probe_status="OK",
+        gemm_tflops=790.2,
+        service_state="active",
+        **kw,
+    )
+
+
+# --- records -------------------------------------------------------------------------------------------------------
+
+
+def test_normalize_fills_every_field_and_converts_numbers():
+    r = rollout.normalize({"host": "n1", "status": "done", "downtime_s": "41.26", "step_before": "100", "error": ""})
+    assert set(r) == set(rollout.RECORD_FIELDS)
+    assert r["downtime_s"] == 41.3
+    assert r["step_before"] == 100
+    assert r["error"] is None
+    assert r["probe_status"] is None
+
+
+def test_normalize_refuses_unknown_status_and_missing_host():
+    with pytest.raises(rollout.RecordError, match="status 'ok' is not one of"):
+        rollout.normalize({"host": "n1", "status": "ok"})
+    with pytest.raises(rollout.RecordError, match="without a host"):
+        rollout.normalize({"status": "done"})
+
+
+def test_merge_keeps_an_earlier_done_record_when_a_rerun_skips_the_node():
+    earlier = done("n1", 40.0)
+    kept = rollout.merge(earlier, rec("n1", "skipped"))
+    assert kept["status"] == "done"
+    assert kept["downtime_s"] == 40.0
+    assert "earlier run" in kept["note"]
+
+
+def test_merge_replaces_records_of_another_target_or_status():
+    assert rollout.merge(done("n1", 40.0, new_stack="other"), rec("n1", "skipped"))["status"] == "skipped"
+    assert rollout.merge(rec("n1", "rolled-back"), rec("n1", "untouched"))["status"] == "untouched"
+    assert rollout.merge(None, rec("n1", "skipped"))["status"] == "skipped"
+
+
+# --- the probe gate --------------------------------------------------------------------------------------------------
+
+
+def report_from(snapshot, **kw):
+    """A real probe report (h100fleet.probes.run.probe) on a recorded snapshot, without torch."""
+    report = probe_run.probe(Expectations(), probe_run.Thresholds(), compute=False, unsloth=False, snapshot=snapshot)
+    return json.loads(report.to_json())
+
+
+def test_gpu_less_node_with_a_working_stack_passes_when_no_gpu_is_required():
+    report = report_from({"error": "libnvidia-ml.so not found: no NVIDIA driver installed"})
+    assert report["status"] == "CRIT"
+    verdict = rollout.probe_verdict(report, gpu_required=False)
+    assert verdict == {"ok": True, "status": "CRIT", "reason": None, "gemm_tflops": None}
+
+
+def test_gpu_node_fails_on_crit_when_a_gpu_is_required():
+    report = report_from({"error": "NVIDIA driver not loaded (NVML: Driver Not Loaded)"})
+    verdict = rollout.probe_verdict(report, gpu_required=True)
+    assert not verdict["ok"]
+    assert verdict["reason"].startswith("probe CRIT: nvidia_gpu_visible")
+
+
+def test_stack_without_nvidia_ml_py_fails_even_without_a_gpu(monkeypatch):
+    # What the probe reports when it runs in a stack without nvidia-ml-py: the real nvml.snapshot, pynvml hidden.
+    monkeypatch.setitem(sys.modules, "pynvml", None)
+    snapshot = nvml.snapshot()
+    assert "not importable" in snapshot["error"]
+    verdict = rollout.probe_verdict(report_from(snapshot), gpu_required=False)
+    assert not verdict["ok"]
+    assert "the stack cannot run the probes" in verdict["reason"]
+    assert "pynvml" in verdict["reason"]
+
+
+def test_torch_import_failure_fails_the_gate():
+    report = {
+        "status": "CRIT",
+        "checks": [
+            {"name": "nvidia_gpu_visible", "status": "OK", "value": "8 NVIDIA GPUs visible"},
+            {"name": "torch_import", "status": "CRIT", "value": None, "detail": "ImportError: libcudnn.so.8"},
+        ],
+    }
+    verdict = rollout.probe_verdict(report, gpu_required=True)
+    assert not verdict["ok"]
+    assert "torch_import" in verdict["reason"]
+
+
+def test_missing_report_fails_and_gemm_is_the_slowest_gpu():
+    assert rollout.probe_verdict(None, gpu_required=False)["reason"] == "no probe report"
+    report = {
+        "status": "OK",
+        "checks": [
+            {"name": "gemm_bf16_tflops[0]", "status": "OK", "value": 790.5},
+            {"name": "gemm_bf16_tflops[1]", "status": "OK", "value": 781.0},
+            {"name": "copy_bandwidth_gbs[0]", "status": "OK", "value": 2900},
+        ],
+    }
+    verdict = rollout.probe_verdict(report, gpu_required=True)
+    assert verdict["ok"]
+    assert verdict["gemm_tflops"] == 781.0
+
+
+# --- the training step -----------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("status", "continued", "reset"),
+    [
+        ({"state": "starting", "step": 100}, False, False),  # resumed, not yet advanced
+        ({"state": "stopped", "step": 100}, False, False),  # the old process's last word
+        ({"state": "training", "step": 110}, True, False),
+        ({"state": "finished", "step": 100}, True, False),  # the run ended at the checkpoint
+        ({"state": "training", "step": 10}, False, True),  # started over: did not resume
+        ({"state": "starting", "step": 0}, False, True),
+        ({}, False, False),
+        (None, False, False),
+    ],
+)
+def test_training_progress(status, continued, reset):
+    result = rollout.training_progress(status, 100)
+    assert (result["continued"], result["reset"]) == (continued, reset)
+
+
+# --- the report ------------------------------------------------------------------------------------------------------
+
+
+def halted_doc():
+    records = [
+        done("node-1", 41.0),
+        rec("node-2", "rolled-back", probe_status="CRIT", service_state="active", error="probe | stack broken"),
+        rec("node-10", "untouched"),
+        rec("node-3", "skipped", old_stack=B),
+    ]
+    return rollout.document({"stack": B, "canary": 1, "batch": "25%"}, records)
+
+
+def test_summary_of_a_halted_rollout_names_the_nodes_left_on_the_old_stack():
+    doc = halted_doc()
+    s = doc["summary"]
+    assert s["state"] == "halted"
+    assert s["failed"] == ["node-2"]
+    assert s["remaining_on_old"] == ["node-2", "node-10"]
+    assert s["on_new_stack"] == 2
+    assert s["counts"] == {"done": 1, "skipped": 1, "rolled-back": 1, "rollback-failed": 0, "untouched": 1}
+    assert [n["host"] for n in doc["nodes"]] == ["node-1", "node-2", "node-3", "node-10"]
+
+
+def test_summary_states_and_downtime_figures():
+    doc = rollout.document({"stack": B}, [done("a", 30.0), done("b", 50.0), done("c", 95.0)])
+    s = doc["summary"]
+    assert s["state"] == "complete"
+    assert s["downtime_s"] | {"target": 90.0} == {
+        "count": 3,
+        "max": 95.0,
+        "median": 50.0,
+        "mean": 58.3,
+        "target": 90.0,
+        "over_target": ["c"],
+    }
+    assert rollout.document({"stack": B}, [done("a", 1.0), rec("b", "untouched")])["summary"]["state"] == "in progress"
+
+
+def test_markdown_report():
+    text = rollout.markdown(halted_doc())
+    assert "**halted**. 2 of 4 nodes on the new stack." in text
+    assert "Failed and rolled back: node-2: the rollout stopped there." in text
+    assert "Remaining on the old stack: node-2, node-10." in text
+    assert "median 41.0 s, max 41.0 s over 1 nodes; within the 90 s target." in text
+    assert f"| node-1 | done | {A} | {B} | 41.0 | 100 -> 110 | OK (790) | active | - |" in text
+    # a "|" in an error does not break the table
+    assert "probe \\| stack broken" in text
+    rows = [line for line in text.splitlines() if line.startswith("| node-")]
+    assert all(line.count(" | ") == len(rollout.COLUMNS) - 1 for line in rows)
+
+
+def test_html_is_self_contained_with_one_bar_per_downtime():
+    page = rollout.html_page(halted_doc())
+    assert page.startswith("<!DOCTYPE html>")
+    assert not re.search(r"(src|href)=", page), "no external assets"
+    svg = re.search(r"<svg.*?</svg>", page, re.S).group(0)
+    root = ElementTree.fromstring(svg)
+    ns = "{http://www.w3.org/2000/svg}"
+    bars = root.findall(f"{ns}rect")
+    assert len(bars) == 1  # only node-1 has a downtime
+    assert bars[0].find(f"{ns}title").text == "node-1: 41.0 s (done)"
+    assert len(root.findall(f"{ns}line")) == 1  # the target
+    summary = re.search(r'<script type="application/json" id="summary">(.*?)</script>', page).group(1)
+    assert json.loads(summary.replace("&quot;", '"'))["state"] == "halted"
+
+
+def test_chart_bars_scale_with_downtime():
+    doc = rollout.document({"stack": B}, [done("a", 30.0), done("b", 60.0)])
+    widths = [float(w) for w in re.findall(r'<rect [^>]*width="([0-9.]+)"', rollout.svg_chart(doc))]
+    assert widths[1] == pytest.approx(2 * widths[0], rel=0.01)
+
+
+def test_html_escapes_host_names_and_errors():
+    doc = rollout.document({"stack": B}, [rec("n<1>", "rolled-back", error="<script>x</script>")])
+    page = rollout.html_page(doc)
+    assert "<script>x" not in page
+    assert "n&lt;1&gt;" in page
+
+
+# --- the directory and the command line ------------------------------------------------------------------------------
+
+
+def test_init_record_render_and_resume(tmp_path):
+    d = tmp_path / "ro"
+    hosts = ["n1", "n2", "n3"]
+    rollout.init(d, {"stack": B, "hosts": hosts}, [rec(h, "untouched") for h in hosts])
+    doc = json.loads((d / "rollout-report.json").read_text())
+    assert doc["summary"]["remaining_on_old"] == hosts
+    rollout.record(d, done("n1", 35.0))
+    rollout.record(d, rec("n2", "rolled-back", error="probe failed"))
+    doc = json.loads((d / "rollout-report.json").read_text())
+    assert doc["summary"]["state"] == "halted"
+    assert doc["summary"]["remaining_on_old"] == ["n2", "n3"]
+    assert "rolled-back" in (d / "rollout-report.md").read_text()
+    assert "<svg" in (d / "rollout-report.html").read_text()
+    # re-run after the fix: n1 is already on B (skipped), the others are pending again; n1 keeps its figures
+    rollout.init(
+        d, {"stack": B, "hosts": hosts}, [rec("n1", "skipped"), rec("n2", "untouched"), rec("n3", "untouched")]
+    )
+    doc = rollout.load(d)
+    n1 = doc["nodes"][0]
+    assert (n1["status"], n1["downtime_s"]) == ("done", 35.0)
+    assert doc["summary"]["state"] == "in progress"
+
+
+def test_records_of_hosts_outside_the_run_are_not_reported(tmp_path):
+    rollout.init(tmp_path, {"stack": B, "hosts": ["n1"]}, [rec("n1", "untouched")])
+    rollout.record(tmp_path, done("other", 1.0))
+    assert [n["host"] for n in rollout.load(tmp_path)["nodes"]] == ["n1"]
+
+
+def test_record_refuses_a_path_as_host(tmp_path):
+    with pytest.raises(rollout.RecordError):
+        rollout.record(tmp_path, rec("../x", "done"))
+
+
+def test_command_line(tmp_path):
+    def run(*args, stdin=""):
+        return subprocess.run(
+            [sys.executable, "-m", "h100fleet.fleet.rollout", *args, "--dir", str(tmp_path)],
+            input=stdin,
+            capture_output=True,
+            text=True,
+            check=False,
+            cwd=Path(__file__).resolve().parents[2],
+        )
+
+    r = run("init", stdin=json.dumps({"rollout": {"stack": B, "hosts": ["n1"]}, "records": [rec("n1", "untouched")]}))
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout)["state"] == "in progress"
+    r = run("record", stdin=json.dumps(done("n1", 12.0)))
+    assert json.loads(r.stdout)["state"] == "complete"
+    r = run("record", stdin="not json")
+    assert r.returncode == 2
+    assert "not JSON" in r.stderr
+    r = run("render")
+    assert r.returncode == 0
