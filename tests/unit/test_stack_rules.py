@@ -264,3 +264,15 @@ def test_parse_flash_attn_wheel():
         "python": "3.12",
     }
     assert rules.parse_flash_attn_wheel("flash_attn-2.5.8.tar.gz") is None
+
+
+def test_a_release_without_a_wheel_for_the_python_is_refused(copy):
+    """Found by the demo on Debian 13: torch 2.6's xformers has no cp313 wheel, and its sdist needs torch to build."""
+    stack = copy(ON_550)
+    shutil.copy(stack / "lock-py3.12.txt", stack / "lock-py3.13.txt")
+    edit(stack / "manifest.yml", 'python: ["3.11", "3.12"]', 'python: ["3.11", "3.12", "3.13"]')
+    found = errors(check(stack), "wheels")
+    assert [f.python for f in found] == ["3.13"]
+    assert any(
+        f.message.startswith("xformers==0.0.29.post3 has no wheel for CPython 3.13 on linux x86_64") for f in found
+    )

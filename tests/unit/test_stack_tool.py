@@ -66,7 +66,7 @@ def test_manifest_needs_requirements(tmp_path):
 def test_discover_finds_the_shipped_stacks():
     stacks = manifest.discover(STACKS)
     assert set(stacks) == {SEED, CURRENT, ON_550}
-    assert stacks[ON_550].python == ["3.11", "3.12", "3.13"] and stacks[ON_550].cuda_runtime == "12.4"
+    assert stacks[ON_550].python == ["3.11", "3.12"] and stacks[ON_550].cuda_runtime == "12.4"
     assert stacks[SEED].python == ["3.10", "3.11"] and stacks[SEED].min_driver == "550.54.15"
     assert stacks[CURRENT].min_driver == "580.65.06" and stacks[CURRENT].cuda_runtime == "13.0"
     assert stacks[SEED].flash_attn.wheels["3.10"].startswith("flash_attn-2.5.8+cu122torch2.3cxx11abiFALSE-cp310")

@@ -26,6 +26,8 @@ LIGHT = Path(__file__).resolve().parents[2] / "tests" / "fixtures" / "stacks" / 
         ("PyYAML-6.0.2-cp311-cp311-manylinux_2_17_aarch64.whl", None),
         ("torchao-0.18.0-cp312-abi3-manylinux_2_28_x86_64.whl", None),
         ("multiprocess-0.70.19-py312-none-any.whl", None),
+        ("multiprocess-0.70.19-py311-none-any.whl", 2),
+        ("xformers-0.0.35-py39-none-manylinux_2_28_x86_64.whl", 1),
         ("PyYAML-6.0.2.tar.gz", None),
     ],
 )

@@ -19,6 +19,7 @@ from h100fleet.stack import knowledge as K
 from h100fleet.stack.index import Index, Release
 from h100fleet.stack.lockfile import Pin, normalize, requirement_names
 from h100fleet.stack.manifest import Stack
+from h100fleet.stack.wheelhouse import wheel_rank
 
 ERROR, WARN = "error", "warn"
 
@@ -250,6 +251,30 @@ def rule_python_requires(ctx: Context) -> list[Finding]:
                     ERROR,
                     f"{pin} requires Python {release.requires_python}; the stack lists Python {ctx.python}",
                     f"drop Python {ctx.python} from the stack or pin a {pin.name} release that supports it",
+                )
+            )
+    return findings
+
+
+def rule_wheels(ctx: Context) -> list[Finding]:
+    """Every locked release has a wheel a node of this Python on linux x86_64 can install: an sdist-only release
+    means a source build on every node (for CUDA extensions such as xformers: torch and nvcc at install time)."""
+    if not ctx.locked:
+        return []
+    findings = []
+    for pin in ctx.pins.values():
+        release = ctx.index.release(pin.name, pin.version, metadata=False)
+        if release is None or not release.files:
+            continue
+        if not any(wheel_rank(f, ctx.python) is not None for f in release.files):
+            kinds = "only an sdist" if not release.has_wheel else "wheels for other Pythons or platforms only"
+            findings.append(
+                ctx.find(
+                    "wheels",
+                    ERROR,
+                    f"{pin} has no wheel for CPython {ctx.python} on linux x86_64 ({kinds}): every node would build it "
+                    "from source, and python_stack's install fails where the build needs more than the lock",
+                    f"drop Python {ctx.python} from the stack, or pin a {pin.name} release with a wheel for it",
                 )
             )
     return findings
@@ -586,6 +611,7 @@ RULES: dict[str, Callable[[Context], list[Finding]]] = {
     "resolves": rule_resolves,
     "lock": rule_lock,
     "python-requires": rule_python_requires,
+    "wheels": rule_wheels,
     "torch-triplet": rule_torch_triplet,
     "xformers-torch": rule_xformers_torch,
     "flash-attn": rule_flash_attn,

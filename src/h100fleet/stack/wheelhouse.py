@@ -35,8 +35,9 @@ def wheel_rank(filename: str, python: str) -> int | None:
         return 0  # built for exactly this Python
     if "abi3" in abis and any(re.fullmatch(r"cp3(\d+)", p) and int(p[3:]) <= minor for p in pys):
         return 1  # stable ABI of an older Python
-    if "none" in abis and pys & {"py3", f"py3{minor}"}:
-        return 1 if "any" not in plats else 2  # pure Python (platform-specific first)
+    generic = {"py3"} | {f"py3{m}" for m in range(minor + 1)}  # py39 installs on 3.12, as pip's tags say
+    if "none" in abis and pys & generic:
+        return 1 if "any" not in plats else 2  # version-independent (platform-specific first)
     return None
 
 
