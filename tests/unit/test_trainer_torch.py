@@ -156,6 +156,27 @@ def test_sigterm_checkpoints_exits_0_and_the_restart_resumes_from_that_step(tmp_
     assert status(config)["step"] == step + 2
 
 
+def test_sigterm_before_training_starts_exits_0_at_once(tmp_path, model, dataset):
+    config = write_config(tmp_path / "run", model, dataset)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "h100fleet.trainer", "--config", str(config)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env(),
+    )
+    status_file = config.parent / "out" / "status.json"
+    deadline = time.monotonic() + 120
+    while not status_file.exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGTERM)  # during the imports and the model load
+    _stdout, stderr = proc.communicate(timeout=60)
+    assert proc.returncode == 0, stderr[-4000:]
+    assert "SIGTERM before training started: exiting without a checkpoint (nothing trained yet)" in stderr
+    assert status(config)["state"] == "stopped" and metrics(config) == []
+    assert not any((config.parent / "out" / "checkpoints").iterdir())
+
+
 def test_a_resumed_run_matches_an_uninterrupted_one(tmp_path, model, dataset):
     whole = write_config(tmp_path / "whole", model, dataset)
     ok(trainer(whole, "--stop-after", "6"))

@@ -17,7 +17,7 @@ import sys
 
 from h100fleet.trainer import config, logs
 from h100fleet.trainer.exitcodes import EX_CONFIG, EX_DATAERR, EX_FAILURE, EX_OK, EX_USAGE
-from h100fleet.trainer.stop import StopRequest
+from h100fleet.trainer.stop import StopBeforeTraining, StopRequest
 
 
 class _Parser(argparse.ArgumentParser):
@@ -67,6 +67,10 @@ def _train(cfg, stop: StopRequest, args, log) -> int:
 
     try:
         return train.run(cfg, stop, stop_after=args.stop_after)
+    except StopBeforeTraining as exc:
+        log.info("%s before training started: exiting without a checkpoint (nothing trained yet)", exc)
+        _status(cfg, state="stopped")
+        return EX_OK
     except config.ConfigError as exc:
         for issue in exc.issues:
             log.error("config error in %s: %s", args.config, issue)
@@ -86,7 +90,11 @@ def _train(cfg, stop: StopRequest, args, log) -> int:
 
 
 def _failed(cfg, message: str) -> None:
-    """Mark the status file failed (best effort: the error may be that it cannot be written)."""
+    _status(cfg, state="failed", error=message[:2000])
+
+
+def _status(cfg, **fields) -> None:
+    """Update the status file (best effort: the error may be that it cannot be written)."""
     import json
     from pathlib import Path
 
@@ -98,6 +106,6 @@ def _failed(cfg, message: str) -> None:
         status = json.loads(path.read_text()) if path.is_file() else {}
     except (OSError, ValueError):
         status = {}
-    status.update(state="failed", error=message[:2000], updated_at=now_iso())
+    status.update(**fields, updated_at=now_iso())
     with contextlib.suppress(OSError):
         write_json_atomic(path, status)

@@ -1,5 +1,9 @@
 """Graceful stop: SIGTERM (systemctl stop) and SIGINT set a flag; the loop finishes the step it is in, writes a
-checkpoint and exits 0. A second signal is ignored: systemd's SIGKILL after TimeoutStopSec is the hard limit."""
+checkpoint and exits 0. A second signal is ignored: systemd's SIGKILL after TimeoutStopSec is the hard limit.
+
+Before training starts (imports, model loading, tokenization, the automatic batch choice: up to a minute or two
+for an 8B model) there is nothing to save, so a signal then interrupts at once with StopBeforeTraining, which the
+command line turns into exit 0."""
 
 from __future__ import annotations
 
@@ -10,9 +14,21 @@ from h100fleet.trainer import logs
 log = logs.get("stop")
 
 
+# A BaseException, so that no `except Exception` in a library swallows it.
+class StopBeforeTraining(BaseException):
+    """A stop signal arrived while nothing had been trained yet."""
+
+
 class StopRequest:
     def __init__(self) -> None:
         self.reason: str | None = None
+        self.immediate = False
+
+    def set_immediate(self, on: bool) -> None:
+        """While on, a signal raises StopBeforeTraining in the main thread instead of only setting the flag."""
+        self.immediate = on
+        if on and self.requested:
+            raise StopBeforeTraining(self.reason)
 
     @property
     def requested(self) -> bool:
@@ -23,8 +39,11 @@ class StopRequest:
             self.reason = reason
 
     def _handler(self, signum, _frame) -> None:
-        # Only set the flag here; the loop logs it (logging from a signal handler can deadlock).
+        # Only set the flag (or raise) here; logging from a signal handler can deadlock.
         self.request(signal.Signals(signum).name)
+        if self.immediate:
+            self.immediate = False
+            raise StopBeforeTraining(self.reason)
 
     def install(self) -> StopRequest:
         for sig in (signal.SIGTERM, signal.SIGINT):

@@ -242,12 +242,14 @@ class Run:
 
     def main(self) -> int:
         cfg = self.cfg
+        self.stop.set_immediate(True)  # nothing to save until the loop starts
         check_paths(cfg)
         self.lock = _lock(cfg.train.output_dir)  # held until the process exits
         for path in checkpoint.clean_partial(self.ckdir):
             log.warning("removed %s, left behind by an interrupted checkpoint write", path)
         self.found = found = checkpoint.latest_valid(self.ckdir)
         if found and found.manifest.get("finished"):
+            self.stop.set_immediate(False)
             if not _finished(cfg, found):
                 _final_from_checkpoint(cfg, found)
             log.info("training already finished at step %d; final adapter in %s", found.step, _final_dir(cfg))
@@ -262,10 +264,6 @@ class Run:
             f"resuming from {found.path}" if found else "no checkpoint: from the start",
         )
         self.load()
-        if self.stop.requested:
-            log.info("%s before training started: exiting without a checkpoint", self.stop.reason)
-            self.progress.write(state="stopped")
-            return 0
         self.make_plan()
         self.make_optimizer()
         if found:
@@ -463,6 +461,7 @@ class Run:
         )
         self.loaded.model.train()
         self.loaded.set_gradient_checkpointing(plan.gradient_checkpointing)  # after train(): a backend may reset it
+        self.stop.set_immediate(False)  # from here a signal ends the current step, then a checkpoint is written
         self.new_window()
         run = {"steps": 0, "seconds": 0.0}
         try:
