@@ -145,6 +145,7 @@ def test_missing_report_fails_and_gemm_is_the_slowest_gpu():
         ({"state": "finished", "step": 100}, True, False),  # the run ended at the checkpoint
         ({"state": "training", "step": 10}, False, True),  # started over: did not resume
         ({"state": "starting", "step": 0}, False, True),
+        ({"state": "failed", "step": 100}, False, False),
         ({}, False, False),
         (None, False, False),
     ],
@@ -152,6 +153,7 @@ def test_missing_report_fails_and_gemm_is_the_slowest_gpu():
 def test_training_progress(status, continued, reset):
     result = rollout.training_progress(status, 100)
     assert (result["continued"], result["reset"]) == (continued, reset)
+    assert result["settled"] == (continued or reset or (status or {}).get("state") == "failed")
 
 
 # --- the report ------------------------------------------------------------------------------------------------------
@@ -196,7 +198,7 @@ def test_summary_states_and_downtime_figures():
 def test_markdown_report():
     text = rollout.markdown(halted_doc())
     assert "**halted**. 2 of 4 nodes on the new stack." in text
-    assert "Failed and rolled back: node-2: the rollout stopped there." in text
+    assert "Rolled back, and the rollout stopped there: node-2 (see error)." in text
     assert "Remaining on the old stack: node-2, node-10." in text
     assert "median 41.0 s, max 41.0 s over 1 nodes; within the 90 s target." in text
     assert f"| node-1 | done | {A} | {B} | 41.0 | 100 -> 110 | OK (790) | active | - |" in text
@@ -292,3 +294,14 @@ def test_command_line(tmp_path):
     assert "not JSON" in r.stderr
     r = run("render")
     assert r.returncode == 0
+
+
+def test_downtime_from_the_stop_to_the_status_that_showed_the_step_advancing():
+    # the trainer writes updated_at with its UTC offset (h100fleet.trainer.progress.now_iso)
+    stop = 1_800_000_000.0  # 2027-01-15T08:00:00Z
+    assert rollout.downtime_s(stop, {"updated_at": "2027-01-15T08:00:41+0000"}) == 41.0
+    assert rollout.downtime_s(stop, {"updated_at": "2027-01-15T09:00:41+0100"}) == 41.0
+    assert rollout.downtime_s(stop, {"updated_at": "2027-01-15T08:00:41.5+00:00"}) == 41.5
+    assert rollout.downtime_s(None, {"updated_at": "2027-01-15T08:00:41+0000"}) is None
+    assert rollout.downtime_s(stop, {}) is None
+    assert rollout.downtime_s(stop, {"updated_at": "yesterday"}) is None

@@ -29,6 +29,7 @@ import os
 import statistics
 import sys
 from collections.abc import Iterable, Iterator, Mapping, Sequence
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -205,16 +206,39 @@ def probe_verdict(
 def training_progress(status: Mapping[str, Any] | None, step_before: int | None) -> dict[str, Any]:
     """Judge the trainer's status document after a restart against the checkpointed step.
 
-    {"continued": bool, "reset": bool, "step": int|None, "state": str|None}: continued when the step advanced
-    past step_before (or the run finished at or past it); reset when the trainer reports a step below
-    step_before (it did not resume from the checkpoint)."""
+    {"continued", "reset", "failed", "settled", "step", "state"}: continued when the step advanced past
+    step_before (or the run finished at or past it); reset when the trainer reports a step below step_before (it
+    did not resume from the checkpoint); failed when it reports state "failed"; settled when any of the three
+    holds (nothing more to wait for)."""
     status = status if isinstance(status, Mapping) else {}
     step = _int(status.get("step"))
     state = _text(status.get("state"))
     before = step_before if step_before is not None else 0
     reset = step is not None and step < before
     continued = step is not None and not reset and (step > before or (state == "finished" and step >= before))
-    return {"continued": continued, "reset": reset, "step": step, "state": state}
+    failed = state == "failed" and not continued
+    settled = continued or reset or failed
+    return {"continued": continued, "reset": reset, "failed": failed, "settled": settled, "step": step, "state": state}
+
+
+def downtime_s(stop_epoch: Any, status: Mapping[str, Any] | None) -> float | None:
+    """Seconds from the service stop (epoch seconds on the node's clock) until the trainer wrote the status that
+    showed the step advancing (its `updated_at`, ISO 8601 with a UTC offset, the same clock); None when either is
+    missing."""
+    start = _number(stop_epoch)
+    stamp = _text((status or {}).get("updated_at")) if isinstance(status, Mapping) else None
+    if start is None or stamp is None:
+        return None
+    try:
+        when = datetime.strptime(stamp, "%Y-%m-%dT%H:%M:%S%z")
+    except ValueError:
+        try:
+            when = datetime.fromisoformat(stamp)
+        except ValueError:
+            return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=timezone.utc)
+    return round(max(0.0, when.timestamp() - start), 1)
 
 
 # --- the report ------------------------------------------------------------------------------------------------------
@@ -325,7 +349,7 @@ def _headline(doc: Mapping[str, Any]) -> list[str]:
     if counts:
         lines.append(f"Nodes: {counts}.")
     if s["failed"]:
-        lines.append(f"Failed and rolled back: {', '.join(s['failed'])}: the rollout stopped there.")
+        lines.append(f"Rolled back, and the rollout stopped there: {', '.join(s['failed'])} (see error).")
     if s["remaining_on_old"]:
         lines.append(f"Remaining on the old stack: {', '.join(s['remaining_on_old'])}.")
     d = s["downtime_s"]

@@ -1,0 +1,59 @@
+"""playbooks/rollout.yml's control flow on simulated hosts (rollout_simulate: local connection, node-side actions
+replaced by edits of a state file): a probe failure in a batch of two halts the rollout with every node of that
+batch back on A and running, later nodes untouched and a report naming them; a re-run completes the rollout and
+keeps the earlier node's figures."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from h100fleet.fleet import rollout_sim
+
+pytest.importorskip("ansible")
+
+
+def states(workdir):
+    return {p.stem: json.loads(p.read_text()) for p in sorted((workdir / "state").glob("*.json"))}
+
+
+def test_halt_in_a_batch_then_rerun(tmp_path):
+    inventory = rollout_sim.create_fleet(tmp_path, 4)
+    first = rollout_sim.run_rollout(tmp_path, inventory, canary="1", batch="2", forks=4, fail=["sim-0003"])
+    assert first.rc != 0, first.log[-3000:]
+    nodes = {n["host"]: n for n in first.report["nodes"]}
+    assert first.report["summary"]["state"] == "halted"
+    assert nodes["sim-0001"]["status"] == "done"
+    assert nodes["sim-0001"]["step_after"] == 110
+    assert nodes["sim-0003"]["status"] == "rolled-back"
+    assert "the stack cannot run the probes" in nodes["sim-0003"]["error"]
+    # its batch-mate went through its rescue too (any_errors_fatal): back on A, running
+    assert nodes["sim-0002"]["status"] == "rolled-back"
+    assert "another node of this batch failed" in nodes["sim-0002"]["error"]
+    assert nodes["sim-0004"]["status"] == "untouched"
+    assert first.report["summary"]["remaining_on_old"] == ["sim-0002", "sim-0003", "sim-0004"]
+    s = states(tmp_path)
+    for host in ("sim-0002", "sim-0003"):
+        assert (s[host]["current"], s[host]["service"]) == (rollout_sim.STACK_A, "active")
+        assert s[host]["step"] == 110  # resumed on A from its checkpoint, and advanced
+    assert s["sim-0004"]["staged"] == {rollout_sim.STACK_B: rollout_sim.lock_hash(rollout_sim.STACK_B_DIR, "rollout-b")}
+    assert s["sim-0004"]["current"] == rollout_sim.STACK_A
+    assert (tmp_path / "report" / "rollout-report.html").exists()
+
+    second = rollout_sim.run_rollout(tmp_path, inventory, canary="1", batch="2", forks=4)
+    assert second.rc == 0, second.log[-3000:]
+    assert second.report["summary"]["state"] == "complete"
+    nodes = {n["host"]: n for n in second.report["nodes"]}
+    assert nodes["sim-0001"]["note"] == "done by an earlier run of this rollout"
+    assert nodes["sim-0002"]["step_before"] == 110
+    assert all(st["current"] == rollout_sim.STACK_B and st["service"] == "active" for st in states(tmp_path).values())
+
+
+def test_preflight_refuses_bad_settings_before_anything_changes(tmp_path):
+    inventory = rollout_sim.create_fleet(tmp_path, 2)
+    before = states(tmp_path)
+    run = rollout_sim.run_rollout(tmp_path, inventory, batch="0%", forks=2)
+    assert run.rc != 0
+    assert "rollout_batch '0%'" in run.log
+    assert states(tmp_path) == before
