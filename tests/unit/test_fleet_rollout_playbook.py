@@ -37,6 +37,7 @@ def test_halt_in_a_batch_then_rerun(tmp_path):
     for host in ("sim-0002", "sim-0003"):
         assert (s[host]["current"], s[host]["service"]) == (rollout_sim.STACK_A, "active")
         assert s[host]["step"] == 110  # resumed on A from its checkpoint, and advanced
+        assert s[host]["previous"] is None  # never the stack that failed: rollback.yml must not switch to it
     assert s["sim-0004"]["staged"] == {rollout_sim.STACK_B: rollout_sim.lock_hash(rollout_sim.STACK_B_DIR, "rollout-b")}
     assert s["sim-0004"]["current"] == rollout_sim.STACK_A
     assert (tmp_path / "report" / "rollout-report.html").exists()
