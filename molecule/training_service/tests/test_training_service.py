@@ -175,6 +175,16 @@ def test_unit_settings(host):
     assert shown == expected
     assert prop(host, "ExecStart").startswith(f"{{ path={PY} ; argv[]={PY} -m h100fleet.trainer --config {CONFIG} ;")
     assert prop(host, "UnitFileState") == "enabled"
+    # The unit under test is the shipped one: no drop-in relaxes anything in these containers (README).
+    assert prop(host, "DropInPaths") == ""
+
+
+def test_device_setup_unit_is_skipped_without_a_driver(host):
+    """h100fleet-nvidia-devices.service loads nvidia-uvm as root on GPU nodes; here (no driver) its condition fails
+    and the trainer, which only wants it, starts anyway."""
+    shown = sh(host, "systemctl show h100fleet-nvidia-devices.service -p ConditionResult -p ActiveState -p Result")
+    assert "ConditionResult=no" in shown and "Result=success" in shown, shown
+    assert "h100fleet-nvidia-devices.service" in prop(host, "After")
 
 
 def test_the_running_trainer_has_no_privileges_and_a_read_only_system(host):
