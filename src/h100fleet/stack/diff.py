@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 
 from packaging.version import InvalidVersion, Version
 
+from h100fleet.stack.knowledge import driver_key
 from h100fleet.stack.lockfile import Pin
 from h100fleet.stack.manifest import Stack
 
@@ -27,10 +28,6 @@ KEY_PACKAGES = (
 )
 
 
-def _driver_key(version: str) -> tuple[int, ...]:
-    return tuple(int(p) for p in version.split("."))
-
-
 @dataclass
 class StackDiff:
     old: Stack
@@ -48,7 +45,7 @@ class StackDiff:
     @property
     def driver_bump(self) -> bool:
         """The new stack needs a newer driver than the old one declared: install it and reboot."""
-        return _driver_key(self.new.min_driver) > _driver_key(self.old.min_driver)
+        return driver_key(self.new.min_driver) > driver_key(self.old.min_driver)
 
     @property
     def cuda_change(self) -> bool:

@@ -17,13 +17,10 @@ import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from h100fleet.stack.lockfile import normalize
+
 DEFAULT_INDEX = "https://pypi.org/simple"
 _ACCEPT = "application/vnd.pypi.simple.v1+json"
-
-
-def normalize(name: str) -> str:
-    """PEP 503 name normalisation."""
-    return re.sub(r"[-_.]+", "-", name).lower()
 
 
 @dataclass(frozen=True)

@@ -6,6 +6,12 @@ how); the rules in h100fleet.stack.rules apply them.
 
 from __future__ import annotations
 
+
+def driver_key(version: str) -> tuple[int, ...]:
+    """A driver version ("550.54.15") as a tuple that compares numerically."""
+    return tuple(int(part) for part in version.split("."))
+
+
 # Minimum Linux driver of each CUDA runtime release (NVIDIA CUDA Toolkit release notes, Table 3, "Toolkit Driver
 # Version" for the GA release). A runtime also runs on an older driver of the same major through minor-version
 # compatibility (features such as PTX JIT of newer PTX excluded): CUDA_MAJOR_FLOOR.

@@ -110,10 +110,6 @@ def _mm(version: Version) -> tuple[int, int]:
     return version.major, version.minor
 
 
-def _driver_key(version: str) -> tuple[int, ...]:
-    return tuple(int(p) for p in version.split("."))
-
-
 def _exact_torch(requirements: list[Requirement]) -> str | None:
     for req in requirements:
         if normalize(req.name) == "torch":
@@ -471,8 +467,8 @@ def rule_cuda_driver(ctx: Context) -> list[Finding]:
         )
     major = cuda.split(".")[0]
     floor, native = K.CUDA_MAJOR_FLOOR.get(major), K.CUDA_MIN_DRIVER.get(cuda)
-    have = _driver_key(ctx.stack.min_driver)
-    if floor and have < _driver_key(floor):
+    have = K.driver_key(ctx.stack.min_driver)
+    if floor and have < K.driver_key(floor):
         findings.append(
             ctx.find(
                 "cuda-driver",
@@ -483,7 +479,7 @@ def rule_cuda_driver(ctx: Context) -> list[Finding]:
                 f"or pin a torch built for CUDA {int(major) - 1}",
             )
         )
-    elif native and have < _driver_key(native):
+    elif native and have < K.driver_key(native):
         findings.append(
             ctx.find(
                 "cuda-driver",
