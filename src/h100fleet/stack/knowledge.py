@@ -6,28 +6,17 @@ how); the rules in h100fleet.stack.rules apply them.
 
 from __future__ import annotations
 
+from h100fleet.probes.checks import CUDA_MIN_DRIVER  # noqa: F401 - re-exported for the rules
+
 
 def driver_key(version: str) -> tuple[int, ...]:
     """A driver version ("550.54.15") as a tuple that compares numerically."""
     return tuple(int(part) for part in version.split("."))
 
 
-# Minimum Linux driver of each CUDA runtime release (NVIDIA CUDA Toolkit release notes, Table 3, "Toolkit Driver
-# Version" for the GA release). A runtime also runs on an older driver of the same major through minor-version
-# compatibility (features such as PTX JIT of newer PTX excluded): CUDA_MAJOR_FLOOR.
-CUDA_MIN_DRIVER = {
-    "11.8": "520.61.05",
-    "12.0": "525.60.13",
-    "12.1": "530.30.02",
-    "12.2": "535.54.03",
-    "12.3": "545.23.06",
-    "12.4": "550.54.14",
-    "12.5": "555.42.02",
-    "12.6": "560.28.03",
-    "12.8": "570.26",
-    "12.9": "575.51.03",
-    "13.0": "580.65.06",
-}
+# Minimum Linux driver of each CUDA runtime release: the probes' table (one table for the project; 12.4 is Update 1,
+# 550.54.15, which is also the release of the cu124 wheels' runtime 12.4.127). A runtime also runs on an older
+# driver of the same major through minor-version compatibility (no JIT of newer PTX): CUDA_MAJOR_FLOOR.
 CUDA_MAJOR_FLOOR = {"11": "450.80.02", "12": "525.60.13", "13": "580.65.06"}
 
 # Packages whose version is the CUDA runtime the torch wheels bring (torch's own dependency).
