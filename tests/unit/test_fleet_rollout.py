@@ -191,6 +191,7 @@ def test_summary_states_and_downtime_figures():
         "mean": 58.3,
         "target": 90.0,
         "over_target": ["c"],
+        "phases_median": None,
     }
     assert rollout.document({"stack": B}, [done("a", 1.0), rec("b", "untouched")])["summary"]["state"] == "in progress"
 
@@ -201,7 +202,7 @@ def test_markdown_report():
     assert "Rolled back, and the rollout stopped there: node-2 (see error)." in text
     assert "Remaining on the old stack: node-2, node-10." in text
     assert "median 41.0 s, max 41.0 s over 1 nodes; within the 90 s target." in text
-    assert f"| node-1 | done | {A} | {B} | 41.0 | 100 -> 110 | OK (790) | active | - |" in text
+    assert f"| node-1 | done | - | {A} | {B} | 41.0 | - | 100 -> 110 | OK (790) | active | - | - |" in text
     # a "|" in an error does not break the table
     assert "probe \\| stack broken" in text
     rows = [line for line in text.splitlines() if line.startswith("| node-")]
@@ -305,3 +306,76 @@ def test_downtime_from_the_stop_to_the_status_that_showed_the_step_advancing():
     assert rollout.downtime_s(None, {"updated_at": "2027-01-15T08:00:41+0000"}) is None
     assert rollout.downtime_s(stop, {}) is None
     assert rollout.downtime_s(stop, {"updated_at": "yesterday"}) is None
+
+
+def test_phases_add_up_to_the_downtime_and_stop_at_the_last_mark():
+    marks = {"t0": 1000.0, "stopped": 1012.04, "switched": 1012.5, "probed": 1040.5}
+    assert rollout.phases_s(marks, 95.0) == {"stop": 12.0, "switch": 0.5, "probe": 28.0, "start": 54.5}
+    with_driver = {**marks, "driver": 1020.5, "probed": 1048.5}
+    assert rollout.phases_s(with_driver, 100.0) == {
+        "stop": 12.0,
+        "switch": 0.5,
+        "driver": 8.0,
+        "probe": 28.0,
+        "start": 51.5,
+    }
+    # a flip that failed after the switch: no probe mark, no start phase
+    assert rollout.phases_s({"t0": 1000.0, "stopped": 1010.0, "switched": 1011.0}, 60.0) == {
+        "stop": 10.0,
+        "switch": 1.0,
+    }
+    assert rollout.phases_s({}, 60.0) is None
+    assert rollout.phases_s(None, None) is None
+
+
+@pytest.mark.parametrize(
+    ("n", "serial", "sizes"),
+    [
+        (4, [1, 2], [1, 2, 1]),
+        (10, [1, "25%"], [1, 2, 2, 2, 2, 1]),
+        (3, [1, "25%"], [1, 1, 1]),  # 25% of 3 is 0: at least one
+        (5, ["100%"], [5]),
+        (2, [5, 1], [2]),
+        (1000, [1, "25%"], [1, 250, 250, 250, 249]),
+    ],
+)
+def test_serial_batches_as_ansible_cuts_them(n, serial, sizes):
+    assert rollout.serial_batches(n, serial) == sizes
+
+
+def test_ansible_cuts_the_same_batches():
+    helpers = pytest.importorskip("ansible.utils.helpers")
+    for n in (1, 3, 4, 7, 10, 99, 1000):
+        for serial in ([1, "25%"], [2, 3], ["10%", "50%"]):
+            left, sizes, item = n, [], 0
+            while left:
+                size = min(helpers.pct_to_int(serial[item], n), left)
+                sizes.append(size)
+                left -= size
+                item = min(item + 1, len(serial) - 1)
+            assert rollout.serial_batches(n, serial) == sizes, (n, serial)
+
+
+def test_batch_number_of_a_host():
+    hosts = [f"n{i}" for i in range(1, 11)]
+    numbers = [rollout.batch_number(h, hosts, [1, "25%"]) for h in hosts]
+    assert numbers == [1, 2, 2, 3, 3, 4, 4, 5, 5, 6]
+    assert rollout.batch_number("other", hosts, [1, 2]) is None
+
+
+def test_report_shows_batch_phases_and_driver_bump():
+    node = done(
+        "node-1",
+        95.0,
+        batch=2,
+        phases_s={"stop": 12.0, "switch": 0.5, "probe": 28.0, "start": 54.5},
+        driver_before="550.163.01",
+        driver_after="580.65.06",
+    )
+    doc = rollout.document({"stack": B, "driver_version": "580.65.06"}, [node, done("node-2", 85.0, batch=3)])
+    text = rollout.markdown(doc)
+    assert "| node-1 | done | 2 |" in text
+    assert "| 12.0 / 0.5 / - / 28.0 / 54.5 |" in text
+    assert "| 550.163.01 -> 580.65.06 |" in text
+    assert doc["summary"]["downtime_s"]["phases_median"] == {"stop": 12.0, "switch": 0.5, "probe": 28.0, "start": 54.5}
+    assert "Median phases of the downtime: stop 12.0 s, switch 0.5 s, probe 28.0 s, start 54.5 s." in text

@@ -24,6 +24,11 @@ def test_halt_in_a_batch_then_rerun(tmp_path):
     assert first.rc != 0, first.log[-3000:]
     nodes = {n["host"]: n for n in first.report["nodes"]}
     assert first.report["summary"]["state"] == "halted"
+    # batches in inventory order, whatever order the pre-stage results came back in: the canary is the first node
+    assert [nodes[f"sim-000{i}"]["batch"] for i in range(1, 5)] == [1, 2, 2, None]
+    assert set(nodes["sim-0001"]["phases_s"]) == {"stop", "switch", "probe", "start"}
+    assert sum(nodes["sim-0001"]["phases_s"].values()) == pytest.approx(nodes["sim-0001"]["downtime_s"], abs=0.3)
+    assert nodes["sim-0001"]["driver_before"] == rollout_sim.DRIVER and nodes["sim-0001"]["driver_after"] is None
     assert nodes["sim-0001"]["status"] == "done"
     assert nodes["sim-0001"]["step_after"] == 110
     assert nodes["sim-0003"]["status"] == "rolled-back"
@@ -42,12 +47,16 @@ def test_halt_in_a_batch_then_rerun(tmp_path):
     assert s["sim-0004"]["current"] == rollout_sim.STACK_A
     assert (tmp_path / "report" / "rollout-report.html").exists()
 
-    second = rollout_sim.run_rollout(tmp_path, inventory, canary="1", batch="2", forks=4)
+    # the fix comes with a driver bump
+    second = rollout_sim.run_rollout(tmp_path, inventory, canary="1", batch="2", forks=4, driver="580.65.06")
     assert second.rc == 0, second.log[-3000:]
     assert second.report["summary"]["state"] == "complete"
     nodes = {n["host"]: n for n in second.report["nodes"]}
     assert nodes["sim-0001"]["note"] == "done by an earlier run of this rollout"
     assert nodes["sim-0002"]["step_before"] == 110
+    assert [nodes[f"sim-000{i}"]["batch"] for i in range(2, 5)] == [1, 2, 2]  # sim-0001 is no longer pending
+    assert (nodes["sim-0002"]["driver_before"], nodes["sim-0002"]["driver_after"]) == (rollout_sim.DRIVER, "580.65.06")
+    assert "driver" in nodes["sim-0002"]["phases_s"]
     assert all(st["current"] == rollout_sim.STACK_B and st["service"] == "active" for st in states(tmp_path).values())
 
 

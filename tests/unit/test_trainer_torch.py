@@ -156,6 +156,17 @@ def test_sigterm_checkpoints_exits_0_and_the_restart_resumes_from_that_step(tmp_
     assert status(config)["step"] == step + 2
 
 
+def test_the_first_step_of_every_start_is_reported(tmp_path, model, dataset):
+    # A restarted trainer shows at once that it trains again (a rollout waits for and times exactly that), whatever
+    # progress.every_steps is; after that, every every_steps steps and at the stop.
+    config = write_config(tmp_path / "run", model, dataset, max_steps=100, progress={"every_steps": 10})
+    ok(trainer(config, "--stop-after", "3"))
+    assert [r["step"] for r in metrics(config)] == [1, 3]
+    ok(trainer(config, "--stop-after", "12"))
+    assert [r["step"] for r in metrics(config)] == [1, 3, 4, 10, 12]
+    assert status(config)["step"] == 12
+
+
 def test_sigterm_before_training_starts_exits_0_at_once(tmp_path, model, dataset):
     config = write_config(tmp_path / "run", model, dataset)
     proc = subprocess.Popen(

@@ -30,11 +30,17 @@ def rollout_initial_records(hostvars, hosts, stack):
     return out
 
 
+def rollout_batch_number(host, hosts, serial):
+    return rollout.batch_number(host, list(hosts), list(serial))
+
+
 class FilterModule:
     def filters(self):
         return {
             "rollout_probe_verdict": rollout_probe_verdict,
             "rollout_training_progress": rollout_training_progress,
             "rollout_downtime": rollout.downtime_s,
+            "rollout_phases": rollout.phases_s,
+            "rollout_batch_number": rollout_batch_number,
             "rollout_initial_records": rollout_initial_records,
         }

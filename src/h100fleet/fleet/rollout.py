@@ -9,9 +9,10 @@ the old stack. Layout of a report directory:
     <dir>/rollout-report.md|.json|.html
 
 A record: host, old_stack, new_stack, status (done / skipped / rolled-back / rollback-failed / untouched), batch,
-downtime_s (service stop until the training step advanced again), step_before (the checkpointed step at the
-stop), step_after (the first step seen after the start), probe_status, gemm_tflops (slowest GPU), service_state,
-error, and the driver before/after when the rollout bumps it.
+downtime_s (service stop until the training step advanced again), phases_s (where the downtime went: stop,
+switch, driver, probe, start = from the end of the probes until the trainer's first step past the checkpoint),
+step_before (the checkpointed step at the stop), step_after (the first step seen after the start), probe_status,
+gemm_tflops (slowest GPU), service_state, driver_before and driver_after (the loaded driver's version), error.
 
     python -m h100fleet.fleet.rollout init --dir D < {"rollout": {...}, "records": [...]}
     python -m h100fleet.fleet.rollout record --dir D < {record}      # write one record, render the report
@@ -53,6 +54,7 @@ RECORD_FIELDS = (
     "status",
     "batch",
     "downtime_s",
+    "phases_s",
     "step_before",
     "step_after",
     "probe_status",
@@ -65,15 +67,21 @@ RECORD_FIELDS = (
     "finished_at",
 )
 
+# The order of a downtime's phases (phases_s); "start" is measured as the rest of the downtime.
+PHASES = ("stop", "switch", "driver", "probe", "start")
+
 COLUMNS = (
     ("host", "node"),
     ("status", "status"),
+    ("batch", "batch"),
     ("old_stack", "from"),
     ("new_stack", "to"),
     ("downtime", "downtime (s)"),
+    ("phases", "stop / switch / driver / probe / start (s)"),
     ("steps", "step before -> after"),
     ("probe", "probe (GEMM TFLOP/s)"),
     ("service_state", "service"),
+    ("driver", "driver"),
     ("error", "error"),
 )
 
@@ -125,6 +133,7 @@ def normalize(record: Mapping[str, Any]) -> dict[str, Any]:
         new_stack=_text(record.get("new_stack")),
         batch=_int(record.get("batch")),
         downtime_s=None if _number(record.get("downtime_s")) is None else round(_number(record.get("downtime_s")), 1),
+        phases_s=_phases(record.get("phases_s")),
         step_before=_int(record.get("step_before")),
         step_after=_int(record.get("step_after")),
         probe_status=_text(record.get("probe_status")),
@@ -137,6 +146,13 @@ def normalize(record: Mapping[str, Any]) -> dict[str, Any]:
         finished_at=_text(record.get("finished_at")),
     )
     return out
+
+
+def _phases(value: Any) -> dict[str, float] | None:
+    if not isinstance(value, Mapping):
+        return None
+    out = {name: round(_number(value.get(name)), 1) for name in PHASES if _number(value.get(name)) is not None}
+    return out or None
 
 
 def merge(previous: Mapping[str, Any] | None, new: Mapping[str, Any]) -> dict[str, Any]:
@@ -221,6 +237,60 @@ def training_progress(status: Mapping[str, Any] | None, step_before: int | None)
     return {"continued": continued, "reset": reset, "failed": failed, "settled": settled, "step": step, "state": state}
 
 
+def phases_s(marks: Mapping[str, Any] | None, downtime: Any) -> dict[str, float] | None:
+    """Where a node's downtime went, from the control node's clock marks of one flip: t0 (before the stop),
+    stopped, switched, driver (only with a driver bump), probed; each phase is the time since the previous mark.
+    "start" (starting the service until the trainer's first step past the checkpoint) is the downtime, measured on
+    the node's clock, less the phases before it, so the phases add up to the downtime. Marks not reached (a
+    rollback) end the list; None without t0."""
+    marks = marks if isinstance(marks, Mapping) else {}
+    previous = _number(marks.get("t0"))
+    if previous is None:
+        return None
+    out: dict[str, float] = {}
+    for name, mark in (("stop", "stopped"), ("switch", "switched"), ("driver", "driver"), ("probe", "probed")):
+        when = _number(marks.get(mark))
+        if when is None:
+            if name == "driver":
+                continue
+            break
+        out[name] = round(max(0.0, when - previous), 1)
+        previous = when
+    total = _number(downtime)
+    if total is not None and "probe" in out:
+        out["start"] = round(max(0.0, total - sum(out.values())), 1)
+    return out or None
+
+
+def serial_batches(n: int, serial: Sequence[Any]) -> list[int]:
+    """The batch sizes `serial: [...]` makes of n hosts, as ansible-playbook makes them: each value a count or a
+    percentage of all n hosts (at least 1), the last value repeated until every host is in a batch."""
+    values = list(serial) or [n]
+    sizes: list[int] = []
+    left, item = n, 0
+    while left > 0:
+        value = str(values[item]).strip()
+        size = max(1, int(int(value[:-1]) / 100.0 * n)) if value.endswith("%") else int(value)
+        size = left if size <= 0 else min(size, left)
+        sizes.append(size)
+        left -= size
+        item = min(item + 1, len(values) - 1)
+    return sizes
+
+
+def batch_number(host: str, hosts: Sequence[str], serial: Sequence[Any]) -> int | None:
+    """1-based number of the batch that moves `host` (hosts: the play's hosts in order), None when not among them."""
+    if host not in hosts:
+        return None
+    index = list(hosts).index(host)
+    end = 0
+    for number, size in enumerate(serial_batches(len(hosts), serial), start=1):
+        end += size
+        if index < end:
+            return number
+    return None  # pragma: no cover - serial_batches covers every host
+
+
 def downtime_s(stop_epoch: Any, status: Mapping[str, Any] | None) -> float | None:
     """Seconds from the service stop (epoch seconds on the node's clock) until the trainer wrote the status that
     showed the step advancing (its `updated_at`, ISO 8601 with a UTC offset, the same clock); None when either is
@@ -273,8 +343,18 @@ def summary(records: Sequence[Mapping[str, Any]], rollout: Mapping[str, Any] | N
             "mean": round(statistics.fmean(downtimes), 1) if downtimes else None,
             "target": target,
             "over_target": [r["host"] for r in records if r["status"] == DONE and (r["downtime_s"] or 0) > target],
+            "phases_median": _phases_median([r for r in records if r["status"] == DONE]),
         },
     }
+
+
+def _phases_median(records: Sequence[Mapping[str, Any]]) -> dict[str, float] | None:
+    out = {}
+    for name in PHASES:
+        values = [r["phases_s"][name] for r in records if r.get("phases_s") and name in r["phases_s"]]
+        if values:
+            out[name] = round(statistics.median(values), 1)
+    return out or None
 
 
 def document(rollout: Mapping[str, Any] | None, records: Iterable[Mapping[str, Any]]) -> dict[str, Any]:
@@ -323,9 +403,16 @@ def _cells(r: Mapping[str, Any]) -> dict[str, str]:
     if r["gemm_tflops"] is not None:
         probe += f" ({r['gemm_tflops']:.0f})"
     error = r["error"] or r.get("note") or ""
+    phases = r.get("phases_s") or {}
+    driver = r.get("driver_before") or MISSING
+    if r.get("driver_after") and r.get("driver_after") != r.get("driver_before"):
+        driver = f"{driver} -> {r['driver_after']}"
     return {
         "host": r["host"],
         "status": r["status"],
+        "batch": _fmt(r.get("batch")),
+        "phases": " / ".join(_fmt(phases.get(name)) for name in PHASES) if phases else MISSING,
+        "driver": driver,
         "old_stack": r["old_stack"] or MISSING,
         "new_stack": r["new_stack"] or MISSING,
         "downtime": _fmt(r["downtime_s"]),
@@ -359,6 +446,9 @@ def _headline(doc: Mapping[str, Any]) -> list[str]:
             f"Training downtime per node (stop until the step advanced again): median {_fmt(d['median'])} s, "
             f"max {_fmt(d['max'])} s over {d['count']} nodes; {verdict} the {_fmt(d['target'], 0)} s target."
         )
+        if d.get("phases_median"):
+            parts = ", ".join(f"{name} {_fmt(value)} s" for name, value in d["phases_median"].items())
+            lines.append(f"Median phases of the downtime: {parts}.")
     return lines
 
 

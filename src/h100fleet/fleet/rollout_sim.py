@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
 import os
 import subprocess
 import sys
@@ -25,6 +24,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from h100fleet.fleet import rollout
+
 REPO = Path(__file__).resolve().parents[3]
 PLAYBOOK = REPO / "playbooks" / "rollout.yml"
 STACK_A = "torch2.3-unsloth2024.8-py310"
@@ -32,6 +33,7 @@ STACK_A_DIR = REPO / "files" / "stacks"
 STACK_B = "rollout-b"
 STACK_B_DIR = REPO / "tests" / "fixtures" / "stacks"
 PYTHON = "3.11"
+DRIVER = "550.163.01"
 
 
 def lock_hash(definitions: Path, stack: str, python: str = PYTHON) -> str:
@@ -56,6 +58,7 @@ def create_fleet(workdir: Path, n: int, *, step: int = 100) -> Path:
             "staged": {},
             "service": "active",
             "step": step,
+            "driver": DRIVER,
         }
         (state / f"{name}.json").write_text(json.dumps(node))
         hosts[name] = {}
@@ -96,6 +99,7 @@ def run_rollout(
     batch: str = "25%",
     forks: int = 50,
     fail: list[str] | None = None,
+    driver: str = "",
     extra_env: dict[str, str] | None = None,
     timeout: float | None = None,
 ) -> Run:
@@ -109,6 +113,7 @@ def run_rollout(
         "rollout_canary": canary,
         "rollout_batch": batch,
         "rollout_simulate_fail": fail or [],
+        "rollout_driver_version": driver,
     }
     env = {
         **os.environ,
@@ -141,11 +146,7 @@ def run_rollout(
 
 def batches(n: int, canary: int, batch: str) -> int:
     """Ansible's batch count for serial [canary, batch] over n hosts (a percentage is of all n, at least 1)."""
-    if n <= 0:
-        return 0
-    size = max(1, math.floor(n * int(batch[:-1]) / 100)) if batch.endswith("%") else int(batch)
-    rest = max(0, n - canary)
-    return (1 if canary else 0) + math.ceil(rest / size)
+    return len(rollout.serial_batches(n, [canary, batch])) if n > 0 else 0
 
 
 def fit(points: list[tuple[int, float]]) -> tuple[float, float]:

@@ -271,7 +271,12 @@ SCHEMA: dict[str, tuple[Field, ...]] = {
         Field("dir", _optional(_path("a directory path")), None, "null: <output_dir>/checkpoints"),
     ),
     "progress": (
-        Field("every_steps", _int(1), 10, "optimizer steps between status/log/TensorBoard updates"),
+        Field(
+            "every_steps",
+            _int(1),
+            10,
+            "optimizer steps between status/log/TensorBoard updates (and after the first step of a start)",
+        ),
         Field("status_file", _optional(_path("a file path")), None, "null: <output_dir>/status.json"),
         Field("metrics_file", _optional(_path("a file path")), None, "null: <output_dir>/metrics.jsonl"),
         Field("tensorboard", _bool(), True, "write TensorBoard event files when tensorboard is importable"),

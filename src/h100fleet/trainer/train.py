@@ -470,7 +470,14 @@ class Run:
                 run["steps"] += 1
                 if self.stop_after is not None and self.step >= self.stop_after:
                     self.stop.request(f"--stop-after {self.stop_after}")
-                if self.step % cfg.progress.every_steps == 0 or self.step == self.total or self.stop.requested:
+                # Also after a run's first step: a (re)started trainer shows at once that it trains again from its
+                # checkpoint, which is what a rollout waits for and times.
+                if (
+                    run["steps"] == 1
+                    or self.step % cfg.progress.every_steps == 0
+                    or self.step == self.total
+                    or self.stop.requested
+                ):
                     self.report(run)
                 if self.step % cfg.checkpoint.every_steps == 0 and self.step < self.total:
                     started = time.monotonic()
