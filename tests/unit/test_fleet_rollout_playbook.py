@@ -59,6 +59,14 @@ def test_halt_in_a_batch_then_rerun(tmp_path):
     assert "driver" in nodes["sim-0002"]["phases_s"]
     assert all(st["current"] == rollout_sim.STACK_B and st["service"] == "active" for st in states(tmp_path).values())
 
+    # rollback.yml takes every node back to A, where training continues
+    back = rollout_sim.run_rollout(
+        tmp_path, inventory, forks=4, playbook=rollout_sim.REPO / "playbooks" / "rollback.yml"
+    )
+    assert back.rc == 0, back.log[-3000:]
+    for st in states(tmp_path).values():
+        assert (st["current"], st["previous"], st["service"]) == (rollout_sim.STACK_A, rollout_sim.STACK_B, "active")
+
 
 def test_preflight_refuses_bad_settings_before_anything_changes(tmp_path):
     inventory = rollout_sim.create_fleet(tmp_path, 2)

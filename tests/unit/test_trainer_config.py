@@ -114,7 +114,7 @@ def test_missing_required_fields_and_sections():
     ]
     assert errors({"model": {"path": "/m"}, "data": "train.jsonl"})[0] == (
         'data = "train.jsonl": expected a mapping of the fields path, format, max_seq_length, packing, loss_on, '
-        "shuffle, seed"
+        "shuffle, seed, cache"
     )
     assert errors(["model"]) == [
         '(top level) = ["model"]: expected a mapping with the sections model, data, lora, train, ...'

@@ -190,3 +190,82 @@ def test_shuffled_is_seeded():
     items = list(range(20))
     assert data.shuffled(items, 3) == data.shuffled(items, 3) != items
     assert data.shuffled(items, 3) != data.shuffled(items, 4)
+
+
+# --- the tokenized-samples cache -------------------------------------------------------------------------------------
+
+
+def _samples():
+    examples = [(array("i", [5, 6, 7]), array("i", [5, 6, 7])), (array("i", [8, 9]), array("i", [-100, 9]))]
+    return data.pack(examples, seq_len=4, pad_id=0)
+
+
+def test_cached_samples_come_back_identical(tmp_path):
+    samples = _samples()
+    path = tmp_path / "cache" / "samples.bin"
+    data.save_samples(path, samples, "k1")
+    again = data.load_samples(path, "k1")
+    assert (again.seq_len, again.input_ids, again.labels, again.lengths, again.packed, again.info) == (
+        samples.seq_len,
+        samples.input_ids,
+        samples.labels,
+        samples.lengths,
+        samples.packed,
+        samples.info,
+    )
+    assert not list(path.parent.glob(".*.tmp"))
+
+
+def test_cache_of_another_key_or_a_damaged_file_is_not_used(tmp_path):
+    path = tmp_path / "samples.bin"
+    assert data.load_samples(path, "k1") is None  # no file
+    data.save_samples(path, _samples(), "k1")
+    assert data.load_samples(path, "k2") is None
+    whole = path.read_bytes()
+    path.write_bytes(whole[:-3])  # cut short
+    assert data.load_samples(path, "k1") is None
+    path.write_bytes(whole + b"x")  # trailing bytes
+    assert data.load_samples(path, "k1") is None
+    path.write_bytes(b"something else\n")
+    assert data.load_samples(path, "k1") is None
+
+
+class _Tokenizer:
+    def __init__(self, vocab, template="{{ messages }}"):
+        self.vocab, self.chat_template = vocab, template
+        self.bos_token, self.eos_token, self.pad_token = "<s>", "</s>", None
+
+    def get_vocab(self):
+        return dict(self.vocab)
+
+
+def test_the_cache_key_changes_with_the_data_the_tokenizer_and_every_setting():
+    tok = data.tokenizer_fingerprint(_Tokenizer({"a": 0, "b": 1}))
+    assert tok == data.tokenizer_fingerprint(_Tokenizer({"b": 1, "a": 0}))
+    settings = {
+        "max_seq_length": 2048,
+        "packing": True,
+        "loss_on": "assistant",
+        "shuffle": True,
+        "seed": 1,
+        "pad_id": 0,
+    }
+    key = data.samples_key("d" * 64, tok, settings)
+    assert key == data.samples_key("d" * 64, tok, dict(settings))
+    others = {
+        data.samples_key("e" * 64, tok, settings),
+        data.samples_key("d" * 64, data.tokenizer_fingerprint(_Tokenizer({"a": 0, "b": 2})), settings),
+        data.samples_key("d" * 64, data.tokenizer_fingerprint(_Tokenizer({"a": 0, "b": 1}, "other")), settings),
+        *(
+            data.samples_key("d" * 64, tok, {**settings, name: value})
+            for name, value in [
+                ("max_seq_length", 4096),
+                ("packing", False),
+                ("loss_on", "all"),
+                ("shuffle", False),
+                ("seed", 2),
+                ("pad_id", 7),
+            ]
+        ),
+    }
+    assert key not in others and len(others) == 9

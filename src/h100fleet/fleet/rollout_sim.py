@@ -100,11 +100,12 @@ def run_rollout(
     forks: int = 50,
     fail: list[str] | None = None,
     driver: str = "",
+    playbook: Path = PLAYBOOK,
     extra_env: dict[str, str] | None = None,
     timeout: float | None = None,
 ) -> Run:
-    """ansible-playbook playbooks/rollout.yml on the simulated fleet (with the repository's ansible.cfg); the
-    wall time of the whole run and the report it left."""
+    """ansible-playbook playbooks/rollout.yml (or another playbook of the rollout role, rollback.yml) on the
+    simulated fleet with the repository's ansible.cfg; the wall time of the whole run and the report it left."""
     report_dir = workdir / "report"
     extra = {
         "rollout_stack": STACK_B,
@@ -131,7 +132,7 @@ def run_rollout(
         str(Path(sys.executable).parent / "ansible-playbook"),
         "-i",
         str(inventory),
-        str(PLAYBOOK),
+        str(playbook),
         "-e",
         json.dumps(extra),
     ]

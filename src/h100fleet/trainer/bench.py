@@ -287,7 +287,7 @@ def orchestrate(args) -> int:
     model_dir = work / f"llama-{args.size}-random"
     if not (model_dir / "config.json").exists():
         argv = ["build", str(model_dir), "--size", args.size, "--device", args.device]
-        results["build"] = json.loads(_sub(argv, timeout=900, env=child_env(work)))
+        results["build"] = json.loads(subcommand(argv, timeout=900, env=child_env(work)))
         print(f"built {model_dir} in {results['build']['seconds']} s", flush=True)
     data = dataset(work / "train.jsonl", rows_needed=16 * (args.warmup + args.steps), seq=args.seq)
     save()
@@ -309,7 +309,7 @@ def orchestrate(args) -> int:
                 argv = ["bare", "--backend", backend, "--model", str(model_dir), "--batch", str(args.batch)]
                 argv += ["--seq", str(args.seq), "--warmup", str(args.warmup), "--steps", str(args.steps)]
                 argv += ["--device", args.device]
-                runs[name] = json.loads(_sub(argv, timeout=left, env=child_env(work)))
+                runs[name] = json.loads(subcommand(argv, timeout=left, env=child_env(work)))
             else:
                 setting = (args.batch, True) if name == "trainer" else ("auto", "auto")
                 config = trainer_config(
@@ -336,7 +336,7 @@ def orchestrate(args) -> int:
     return 0
 
 
-def _sub(argv: list[str], timeout: float, env: dict[str, str]) -> str:
+def subcommand(argv: list[str], timeout: float, env: dict[str, str]) -> str:
     proc = subprocess.run(
         [sys.executable, "-m", "h100fleet.trainer.bench", *argv],
         capture_output=True,

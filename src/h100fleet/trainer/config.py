@@ -218,6 +218,7 @@ SCHEMA: dict[str, tuple[Field, ...]] = {
         Field("loss_on", _choice("assistant", "all"), "assistant", "tokens that carry loss"),
         Field("shuffle", _bool(), True, "shuffle each epoch (deterministic from the seed)"),
         Field("seed", _optional(_int(0)), None, "shuffling seed; null: train.seed"),
+        Field("cache", _bool(), True, "keep the tokenized sequences in <output_dir>/data-cache for the next start"),
     ),
     "lora": (
         Field("r", _int(1), 64, "LoRA rank"),
@@ -322,6 +323,7 @@ class DataConfig:
     loss_on: str
     shuffle: bool
     seed: int | None
+    cache: bool
 
 
 @dataclass(frozen=True)

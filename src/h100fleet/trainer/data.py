@@ -16,6 +16,7 @@ from __future__ import annotations
 import hashlib
 import json
 import random
+import sys
 from array import array
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -307,3 +308,76 @@ class Order:
             epoch, offset = divmod(p, self.n)
             out.append(self.permutation(epoch)[offset])
         return out
+
+
+# --- the tokenized-samples cache ------------------------------------------------------------------------------------
+
+CACHE_FORMAT = 1
+CACHE_MAGIC = b"h100fleet-samples\n"
+
+
+def tokenizer_fingerprint(tokenizer: Any) -> str:
+    """A digest of what decides the token ids: the tokenizer's full definition where it has one (fast tokenizers:
+    vocabulary, merges, normalizer, special tokens), else its vocabulary; and the chat template."""
+    digest = hashlib.sha256(type(tokenizer).__name__.encode())
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    if backend is not None and hasattr(backend, "to_str"):
+        digest.update(backend.to_str().encode())
+    else:
+        digest.update(json.dumps(sorted(tokenizer.get_vocab().items())).encode())
+    for name in ("bos_token", "eos_token", "pad_token", "chat_template"):
+        digest.update(f"\0{name}={getattr(tokenizer, name, None)}".encode())
+    return digest.hexdigest()
+
+
+def samples_key(records_sha256: str, tokenizer_digest: str, settings: dict[str, Any]) -> str:
+    """The cache key of a set of samples: the data file's content, the tokenizer and every setting that changes the
+    sequences (length, packing, loss, shuffle and its seed, pad id)."""
+    doc = {"format": CACHE_FORMAT, "data": records_sha256, "tokenizer": tokenizer_digest, "settings": settings}
+    return hashlib.sha256(json.dumps(doc, sort_keys=True).encode()).hexdigest()
+
+
+def save_samples(path: Path, samples: Samples, key: str) -> None:
+    """Write the samples next to path and rename them into place: a reader never sees a partial file."""
+    header = {
+        "format": CACHE_FORMAT,
+        "key": key,
+        "byteorder": sys.byteorder,
+        "itemsize": samples.input_ids.itemsize,
+        "seq_len": samples.seq_len,
+        "rows": samples.n,
+        "tokens": len(samples.input_ids),
+        "packed": samples.packed,
+        "info": samples.info,
+    }
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    with open(tmp, "wb") as f:
+        f.write(CACHE_MAGIC + json.dumps(header).encode() + b"\n")
+        for part in (samples.input_ids, samples.labels, samples.lengths):
+            part.tofile(f)
+    tmp.replace(path)
+
+
+def load_samples(path: Path, key: str) -> Samples | None:
+    """The cached samples of this key, or None (no file, another key, another machine's layout, or damaged)."""
+    try:
+        with open(path, "rb") as f:
+            if f.readline() != CACHE_MAGIC:
+                return None
+            header = json.loads(f.readline())
+            if (header.get("format"), header.get("key"), header.get("byteorder")) != (CACHE_FORMAT, key, sys.byteorder):
+                return None
+            parts = []
+            for count in (header["tokens"], header["tokens"], header["rows"]):
+                part = array("i")
+                if part.itemsize != header["itemsize"]:
+                    return None
+                part.fromfile(f, count)
+                parts.append(part)
+            if f.read(1):
+                return None
+    except (OSError, EOFError, ValueError, KeyError, TypeError):
+        return None
+    ids, labels, lengths = parts
+    return Samples(header["seq_len"], ids, labels, lengths, bool(header["packed"]), dict(header.get("info") or {}))

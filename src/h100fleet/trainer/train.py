@@ -158,6 +158,46 @@ def prepare_tokenizer(cfg: Config, tokenizer) -> None:
 
 
 def build_samples(cfg: Config, tokenizer, records: data.Records) -> data.Samples:
+    """The training sequences: from the data cache when this data, tokenizer and these settings were tokenized
+    before (a restart: about 10 s for 8 M tokens with Llama 3's tokenizer), else tokenized and then cached."""
+    if not cfg.data.cache:
+        return tokenize_samples(cfg, tokenizer, records)
+    started = time.monotonic()
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else (tokenizer.eos_token_id or 0)
+    settings = {
+        "max_seq_length": cfg.data.max_seq_length,
+        "packing": cfg.data.packing,
+        "loss_on": cfg.data.loss_on,
+        "shuffle": cfg.data.shuffle,
+        "seed": cfg.data_seed,
+        "pad_id": pad_id,
+    }
+    key = data.samples_key(records.sha256, data.tokenizer_fingerprint(tokenizer), settings)
+    cache_dir = Path(cfg.train.output_dir) / "data-cache"
+    path = cache_dir / f"samples-{key[:16]}.bin"
+    samples = data.load_samples(path, key)
+    if samples is not None:
+        log.info(
+            "data: %d %s sequences of %d tokens from the cache (%s) in %.1fs",
+            samples.n,
+            "packed" if samples.packed else "padded",
+            samples.seq_len,
+            path.name,
+            time.monotonic() - started,
+        )
+        return samples
+    samples = tokenize_samples(cfg, tokenizer, records)
+    try:
+        data.save_samples(path, samples, key)
+        for old in cache_dir.glob("samples-*.bin"):  # one data set at a time: older ones are never read again
+            if old != path:
+                old.unlink(missing_ok=True)
+    except OSError as exc:
+        log.warning("could not cache the tokenized data in %s: %s", cache_dir, exc)
+    return samples
+
+
+def tokenize_samples(cfg: Config, tokenizer, records: data.Records) -> data.Samples:
     started = time.monotonic()
     conversations = records.conversations
     if cfg.data.shuffle:
