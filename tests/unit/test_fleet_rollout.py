@@ -379,3 +379,10 @@ def test_report_shows_batch_phases_and_driver_bump():
     assert "| 550.163.01 -> 580.65.06 |" in text
     assert doc["summary"]["downtime_s"]["phases_median"] == {"stop": 12.0, "switch": 0.5, "probe": 28.0, "start": 54.5}
     assert "Median phases of the downtime: stop 12.0 s, switch 0.5 s, probe 28.0 s, start 54.5 s." in text
+
+
+def test_downtime_ends_at_the_restarted_trainers_first_step_when_it_reports_one():
+    stop = 1_800_000_000.0  # 2027-01-15T08:00:00Z
+    status = {"updated_at": "2027-01-15T08:00:47+0000", "first_step_at": "2027-01-15T08:00:41.250+00:00"}
+    assert rollout.downtime_s(stop, status) == 41.2
+    assert rollout.downtime_s(stop, {**status, "first_step_at": None}) == 47.0

@@ -11,6 +11,7 @@ import signal
 import subprocess
 import sys
 import time
+from datetime import datetime
 from pathlib import Path
 
 import pytest
@@ -164,7 +165,11 @@ def test_the_first_step_of_every_start_is_reported(tmp_path, model, dataset):
     assert [r["step"] for r in metrics(config)] == [1, 3]
     ok(trainer(config, "--stop-after", "12"))
     assert [r["step"] for r in metrics(config)] == [1, 3, 4, 10, 12]
-    assert status(config)["step"] == 12
+    done = status(config)
+    assert done["step"] == 12 and done["first_step"] == 4  # this start's first step, and when it finished
+    assert datetime.fromisoformat(done["first_step_at"]) <= datetime.fromisoformat(
+        done["updated_at"].replace("+0000", "+00:00")
+    )
 
 
 def test_sigterm_before_training_starts_exits_0_at_once(tmp_path, model, dataset):

@@ -292,11 +292,13 @@ def batch_number(host: str, hosts: Sequence[str], serial: Sequence[Any]) -> int 
 
 
 def downtime_s(stop_epoch: Any, status: Mapping[str, Any] | None) -> float | None:
-    """Seconds from the service stop (epoch seconds on the node's clock) until the trainer wrote the status that
-    showed the step advancing (its `updated_at`, ISO 8601 with a UTC offset, the same clock); None when either is
-    missing."""
+    """Seconds from the service stop (epoch seconds on the node's clock) until the restarted trainer finished its
+    first step (the status's `first_step_at`, ISO 8601 with a UTC offset, the same clock), or, from a trainer that
+    does not report that, until it wrote the status that showed the step advancing (`updated_at`); None when
+    either end is missing."""
     start = _number(stop_epoch)
-    stamp = _text((status or {}).get("updated_at")) if isinstance(status, Mapping) else None
+    status = status if isinstance(status, Mapping) else {}
+    stamp = _text(status.get("first_step_at")) or _text(status.get("updated_at"))
     if start is None or stamp is None:
         return None
     try:

@@ -7,6 +7,7 @@ import json
 import math
 import os
 import time
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +19,11 @@ log = logs.get("progress")
 
 def now_iso() -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%S%z")
+
+
+def now_iso_precise() -> str:
+    """Now in UTC to the millisecond (ISO 8601 with +00:00), for timings."""
+    return datetime.now(timezone.utc).isoformat(timespec="milliseconds")
 
 
 def fmt_duration(seconds: float | None) -> str:

@@ -18,7 +18,7 @@ from typing import Any
 
 from h100fleet.trainer import autotune, backends, checkpoint, data, logs
 from h100fleet.trainer.config import Config, ConfigError, Issue, check_paths
-from h100fleet.trainer.progress import Progress
+from h100fleet.trainer.progress import Progress, now_iso_precise
 from h100fleet.trainer.stop import StopRequest
 
 log = logs.get()
@@ -508,6 +508,9 @@ class Run:
             while self.step < self.total and not self.stop.requested:
                 self.one_step()
                 run["steps"] += 1
+                if run["steps"] == 1:
+                    # when this start's first step finished: the end of a restart's pause (a rollout's downtime)
+                    self.progress.update(first_step=self.step, first_step_at=now_iso_precise())
                 if self.stop_after is not None and self.step >= self.stop_after:
                     self.stop.request(f"--stop-after {self.stop_after}")
                 # Also after a run's first step: a (re)started trainer shows at once that it trains again from its
