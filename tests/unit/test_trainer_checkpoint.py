@@ -3,6 +3,7 @@ skipped, retention; plus the learning-rate schedule, the batch-fit rule and the 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import math
@@ -187,3 +188,25 @@ def test_durations():
     assert progress.fmt_duration(None) == "?"
     assert progress.fmt_duration(59.9) == "0m59s"
     assert progress.fmt_duration(3 * 3600 + 61) == "3h01m01s"
+
+
+def test_a_stop_signal_before_training_ends_the_run_even_when_a_library_swallows_it():
+    import signal as signals
+
+    from h100fleet.trainer.stop import StopBeforeTraining, StopRequest
+
+    stop = StopRequest()
+    stop.set_immediate(True)
+    # the handler raises inside whatever code runs; here that code catches everything, as some libraries do
+    with contextlib.suppress(BaseException):
+        stop._handler(signals.SIGTERM, None)
+    assert stop.requested and not stop.immediate
+    with pytest.raises(StopBeforeTraining):
+        stop.set_immediate(False)  # where training would start
+    stop.set_immediate(False)  # raised once
+
+    plain = StopRequest()
+    plain.set_immediate(True)
+    plain.set_immediate(False)  # no signal: training starts
+    plain._handler(signals.SIGTERM, None)  # a signal during training only sets the flag
+    assert plain.requested

@@ -23,11 +23,16 @@ class StopRequest:
     def __init__(self) -> None:
         self.reason: str | None = None
         self.immediate = False
+        self.raised = False
 
     def set_immediate(self, on: bool) -> None:
-        """While on, a signal raises StopBeforeTraining in the main thread instead of only setting the flag."""
+        """While on, a signal raises StopBeforeTraining in the main thread instead of only setting the flag.
+        Turning it off raises StopBeforeTraining again when a signal raised it before and something swallowed it:
+        the handler runs inside whatever code the main thread is in, and some libraries catch BaseException (seen
+        under load, the trainer then went on to train and stopped after step 0)."""
         self.immediate = on
-        if on and self.requested:
+        if (on and self.requested) or (not on and self.raised):
+            self.raised = False
             raise StopBeforeTraining(self.reason)
 
     @property
@@ -43,6 +48,7 @@ class StopRequest:
         self.request(signal.Signals(signum).name)
         if self.immediate:
             self.immediate = False
+            self.raised = True
             raise StopBeforeTraining(self.reason)
 
     def install(self) -> StopRequest:
