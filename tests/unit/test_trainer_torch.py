@@ -73,6 +73,17 @@ def trainer(config: Path, *args: str, timeout: int = 600) -> subprocess.Complete
     )
 
 
+def start(config: Path) -> subprocess.Popen[str]:
+    """The trainer in the background (its output in proc.communicate()), for tests that signal it."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "h100fleet.trainer", "--config", str(config)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env(),
+    )
+
+
 def metrics(config: Path) -> list[dict]:
     path = config.parent / "out" / "metrics.jsonl"
     return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
@@ -130,13 +141,7 @@ def test_trains_reports_and_saves_the_final_adapter(tmp_path, model, dataset):
 
 def test_sigterm_checkpoints_exits_0_and_the_restart_resumes_from_that_step(tmp_path, model, dataset):
     config = write_config(tmp_path / "run", model, dataset, max_steps=100000, checkpoint={"every_steps": 100000})
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "h100fleet.trainer", "--config", str(config)],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env=env(),
-    )
+    proc = start(config)
     deadline = time.monotonic() + 300
     while len(metrics(config)) < 3 and time.monotonic() < deadline and proc.poll() is None:
         time.sleep(0.2)
@@ -175,13 +180,7 @@ def test_the_first_step_of_every_start_is_reported(tmp_path, model, dataset):
 
 def test_sigterm_before_training_starts_exits_0_at_once(tmp_path, model, dataset):
     config = write_config(tmp_path / "run", model, dataset)
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "h100fleet.trainer", "--config", str(config)],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env=env(),
-    )
+    proc = start(config)
     status_file = config.parent / "out" / "status.json"
     deadline = time.monotonic() + 120
     while not status_file.exists() and time.monotonic() < deadline:
