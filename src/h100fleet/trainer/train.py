@@ -157,13 +157,18 @@ def prepare_tokenizer(cfg: Config, tokenizer) -> None:
         )
 
 
+def pad_token_id(tokenizer) -> int:
+    """What padding and the cache key use: the tokenizer's pad token, else its end-of-sequence token, else 0."""
+    return tokenizer.pad_token_id if tokenizer.pad_token_id is not None else (tokenizer.eos_token_id or 0)
+
+
 def build_samples(cfg: Config, tokenizer, records: data.Records) -> data.Samples:
     """The training sequences: from the data cache when this data, tokenizer and these settings were tokenized
     before (a restart: about 10 s for 8 M tokens with Llama 3's tokenizer), else tokenized and then cached."""
     if not cfg.data.cache:
         return tokenize_samples(cfg, tokenizer, records)
     started = time.monotonic()
-    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else (tokenizer.eos_token_id or 0)
+    pad_id = pad_token_id(tokenizer)
     settings = {
         "max_seq_length": cfg.data.max_seq_length,
         "packing": cfg.data.packing,
@@ -205,7 +210,7 @@ def tokenize_samples(cfg: Config, tokenizer, records: data.Records) -> data.Samp
     examples, stats = data.encode(conversations, tokenizer, cfg.data.max_seq_length, cfg.data.loss_on)
     if not examples:
         raise data.DataError(f"{cfg.data.path}: no example has a token that carries loss")
-    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else (tokenizer.eos_token_id or 0)
+    pad_id = pad_token_id(tokenizer)
     build = data.pack if cfg.data.packing else data.pad
     samples = build(examples, cfg.data.max_seq_length, pad_id)
     samples.info.update(stats.__dict__)
