@@ -21,11 +21,23 @@ GOOD_FACTS = {
 }
 
 
+def ansible_env(*, json_output: bool = False, **extra: str) -> dict[str, str]:
+    """The environment a test's ansible-playbook runs in: the repository's ansible.cfg, this interpreter's
+    ansible-playbook first on PATH; json_output: the ansible.posix.json callback (results to parse), else plain
+    text without colour (messages to search)."""
+    env = {**os.environ, "ANSIBLE_CONFIG": str(REPO / "ansible.cfg")}
+    env["PATH"] = f"{Path(sys.executable).parent}:{env.get('PATH', '')}"
+    if json_output:
+        env.update(ANSIBLE_STDOUT_CALLBACK="ansible.posix.json", ANSIBLE_CALLBACKS_ENABLED="ansible.posix.json")
+    else:
+        env["ANSIBLE_NOCOLOR"] = "1"
+    return {**env, **extra}
+
+
 def run_preflight(playbook: str, tag: str, extra: dict, facts: dict | None = None) -> subprocess.CompletedProcess[str]:
     """ansible-playbook tests/playbooks/<playbook> --tags <tag> with the given facts and extra vars."""
     extra_vars = {"ansible_facts": {**GOOD_FACTS, **(facts or {})}, **extra}
-    env = {**os.environ, "ANSIBLE_CONFIG": str(REPO / "ansible.cfg"), "ANSIBLE_NOCOLOR": "1"}
-    env["PATH"] = f"{Path(sys.executable).parent}:{env.get('PATH', '')}"
+    env = ansible_env()
     argv = [
         "ansible-playbook",
         str(REPO / "tests" / "playbooks" / playbook),

@@ -14,15 +14,14 @@ from __future__ import annotations
 
 import configparser
 import json
-import os
 import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+from helpers import REPO, ansible_env
 
-REPO = Path(__file__).resolve().parents[2]
 PLAYBOOK = REPO / "tests" / "playbooks" / "cuda_toolkit_render.yml"
 ROLE = REPO / "roles" / "cuda_toolkit"
 NVIDIA = "https://developer.download.nvidia.com/compute/cuda/repos"
@@ -137,13 +136,7 @@ def run(tmp_path_factory):
     }
     inventory = tmp / "inventory.json"
     inventory.write_text(json.dumps({"cuda_toolkit_cases": {"hosts": hosts}}))
-    env = {
-        **os.environ,
-        "ANSIBLE_CONFIG": str(REPO / "ansible.cfg"),
-        "ANSIBLE_STDOUT_CALLBACK": "ansible.posix.json",
-        "ANSIBLE_CALLBACKS_ENABLED": "ansible.posix.json",
-        "PATH": f"{Path(sys.executable).parent}:{os.environ.get('PATH', '')}",
-    }
+    env = ansible_env(json_output=True)
     result = subprocess.run(
         [
             "ansible-playbook",

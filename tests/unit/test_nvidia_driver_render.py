@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import configparser
 import json
-import os
 import re
 import shutil
 import subprocess
@@ -24,8 +23,8 @@ import sys
 from pathlib import Path
 
 import pytest
+from helpers import REPO, ansible_env
 
-REPO = Path(__file__).resolve().parents[2]
 PLAYBOOK = REPO / "tests" / "playbooks" / "nvidia_driver_render.yml"
 ROLE = REPO / "roles" / "nvidia_driver"
 NVIDIA = "https://developer.download.nvidia.com/compute/cuda/repos"
@@ -296,13 +295,7 @@ REFUSED = {
 
 
 def run_playbook(playbook: Path, inventory: Path, tags: str, extra: dict) -> dict:
-    env = {
-        **os.environ,
-        "ANSIBLE_CONFIG": str(REPO / "ansible.cfg"),
-        "ANSIBLE_STDOUT_CALLBACK": "ansible.posix.json",
-        "ANSIBLE_CALLBACKS_ENABLED": "ansible.posix.json",
-        "PATH": f"{Path(sys.executable).parent}:{os.environ.get('PATH', '')}",
-    }
+    env = ansible_env(json_output=True)
     argv = ["ansible-playbook", str(playbook), "-i", str(inventory), "--tags", tags, "-e", json.dumps(extra)]
     result = subprocess.run(argv, cwd=REPO, env=env, capture_output=True, text=True, check=False)
     try:

@@ -6,11 +6,10 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
-from helpers import REPO, flat
+from helpers import REPO, ansible_env, flat
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="the role's links are owned by root")
 
@@ -26,8 +25,7 @@ def venv(root: Path, name: str, marker: bool = True) -> Path:
 
 
 def switch(root: Path, to: Path) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "ANSIBLE_CONFIG": str(REPO / "ansible.cfg"), "ANSIBLE_NOCOLOR": "1"}
-    env["PATH"] = f"{Path(sys.executable).parent}:{env.get('PATH', '')}"
+    env = ansible_env()
     extra = {"python_stack_root": str(root), "python_stack_switch_to": str(to)}
     argv = ["ansible-playbook", str(REPO / "tests/playbooks/python_stack_switch.yml"), "-e", json.dumps(extra)]
     return subprocess.run(argv, cwd=REPO, env=env, capture_output=True, text=True, check=False)

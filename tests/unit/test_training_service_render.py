@@ -20,11 +20,11 @@ from pathlib import Path
 
 import pytest
 import yaml
+from helpers import REPO, ansible_env
 
 from h100fleet.trainer import config as trainer_config
 from h100fleet.trainer.exitcodes import NO_RESTART
 
-REPO = Path(__file__).resolve().parents[2]
 PLAYBOOK = REPO / "tests" / "playbooks" / "training_service_render.yml"
 MAX_EXPOSURE = 2.0
 STACK = "torch2.3-unsloth2024.8-py310"
@@ -125,14 +125,10 @@ def run(tmp_path_factory):
         }
     inventory = tmp / "inventory.json"
     inventory.write_text(json.dumps({"training_service_cases": {"hosts": hosts}}))
-    env = {
-        **os.environ,
-        "ANSIBLE_CONFIG": str(REPO / "ansible.cfg"),
-        "ANSIBLE_STDOUT_CALLBACK": "ansible.posix.json",
-        "ANSIBLE_CALLBACKS_ENABLED": "ansible.posix.json",
-        "PATH": f"{Path(sys.executable).parent}:{os.environ.get('PATH', '')}",
-        "PYTHONPATH": os.pathsep.join(p for p in [str(REPO / "src"), os.environ.get("PYTHONPATH", "")] if p),
-    }
+    env = ansible_env(
+        json_output=True,
+        PYTHONPATH=os.pathsep.join(p for p in [str(REPO / "src"), os.environ.get("PYTHONPATH", "")] if p),
+    )
     argv = ["ansible-playbook", str(PLAYBOOK), "-i", str(inventory), "--tags", "training_service_preflight,render"]
     result = subprocess.run(argv, cwd=REPO, env=env, capture_output=True, text=True, check=False)
     report = json.loads(result.stdout)
