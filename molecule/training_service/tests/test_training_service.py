@@ -12,9 +12,9 @@ import os
 import re
 import time
 
-import testinfra.utils.ansible_runner
+from h100fleet.harness import testinfra
 
-testinfra_hosts = testinfra.utils.ansible_runner.AnsibleRunner(os.environ["MOLECULE_INVENTORY_FILE"]).get_hosts("all")
+testinfra_hosts = testinfra.hosts()
 
 UNIT = "h100fleet-trainer.service"
 USER = "h100fleet-trainer"
