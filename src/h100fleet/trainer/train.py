@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from h100fleet.trainer import autotune, backends, checkpoint, data, logs
+from h100fleet.trainer import autotune, backends, checkpoint, data, logs, resume
 from h100fleet.trainer.config import Config, ConfigError, Issue, check_paths
 from h100fleet.trainer.progress import Progress, now_iso_precise
 from h100fleet.trainer.stop import StopRequest
@@ -281,6 +281,7 @@ class Run:
         self.step = self.position = 0
         self.saved_step = 0
         self.last_checkpoint: dict[str, Any] | None = None
+        self.identity = resume.identity(cfg)  # what the checkpoints record, for the next start to compare
         self.progress = Progress(
             cfg, {"stack_id": self.stack_id, "config": cfg.source, "output_dir": cfg.train.output_dir}
         )
@@ -293,6 +294,16 @@ class Run:
         for path in checkpoint.clean_partial(self.ckdir):
             log.warning("removed %s, left behind by an interrupted checkpoint write", path)
         self.found = found = checkpoint.latest_valid(self.ckdir)
+        if found:
+            issues = resume.conflicts(cfg, found)
+            if issues:  # exit 78, not restarted: a restart would fail the same way
+                raise ConfigError(issues)
+        else:
+            strays = resume.stray(cfg)
+            if strays:
+                message = resume.stray_message(cfg, strays)
+                log.warning("%s", message)
+                self.progress.update(warning=message)
         if found and found.manifest.get("finished"):
             self.stop.set_immediate(False)
             if not _finished(cfg, found):
@@ -415,6 +426,7 @@ class Run:
             "stack_id": self.stack_id,
             "versions": self.versions,
             "model_path": self.cfg.model.path,
+            "resume": self.identity,
             "data": {"path": self.cfg.data.path, "sha256": self.records.sha256, "samples": samples.n},
         }
         path = self.ckdir / checkpoint.name_for(self.step)
