@@ -137,7 +137,7 @@ def test_unknown_fields_are_named_with_a_suggestion():
         "train.batchsize = 4: expected a known field (one of: backend, device, dtype, output_dir, epochs, "
         "max_steps, batch_size, global_batch_size, gradient_accumulation_steps, gradient_checkpointing, "
         "auto_max_batch_size, auto_memory_fraction, learning_rate, lr_scheduler, warmup_steps, weight_decay, "
-        "max_grad_norm, seed; did you mean batch_size?)"
+        "max_grad_norm, seed, collective_timeout_s; did you mean batch_size?)"
     ]
     assert errors({**MINIMAL, "lorra": {"r": 8}}) == [
         'lorra = {"r": 8}: expected a known field (one of: checkpoint, data, lora, model, progress, stack_id, '

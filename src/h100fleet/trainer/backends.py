@@ -59,6 +59,16 @@ def version_tuple(text: str) -> tuple[int, ...]:
     return tuple(int(x) for x in re.findall(r"\d+", text.split("+", maxsplit=1)[0])[:3])
 
 
+def installed_version(name: str) -> str | None:
+    """The installed distribution's version, without importing it (None when it is not installed)."""
+    from importlib import metadata
+
+    try:
+        return metadata.version(name)
+    except metadata.PackageNotFoundError:
+        return None
+
+
 def stack_versions() -> dict[str, str]:
     from importlib import metadata
 

@@ -35,6 +35,12 @@ def parser() -> argparse.ArgumentParser:
         action="store_true",
         help="validate the config, and that it can resume its checkpoints, and exit (0 valid, 78 invalid)",
     )
+    p.add_argument(
+        "--world-size",
+        type=int,
+        metavar="N",
+        help="with --check: the number of processes torchrun will start (default: $WORLD_SIZE, else 1)",
+    )
     p.add_argument("--print-defaults", action="store_true", help="print every field with its default and exit")
     p.add_argument(
         "--stop-after",
@@ -68,8 +74,17 @@ def main(argv: list[str] | None = None) -> int:
 def _check(cfg, args, log) -> int:
     """The config, and whether it can resume the checkpoints it would start from (read only: nothing is created,
     moved or hashed)."""
-    from h100fleet.trainer import resume
+    import os
 
+    from h100fleet.trainer import backends, dist, resume
+
+    size = args.world_size or int(os.environ.get("WORLD_SIZE", "1") or 1)
+    issues = dist.world_issues(cfg, size, backends.installed_version("unsloth"))
+    for issue in issues:
+        log.error("config error in %s: %s", args.config, issue)
+    if issues:
+        log.error("invalid config for %d processes: exit %d (not restarted)", size, EX_CONFIG)
+        return EX_CONFIG
     found = resume.newest(cfg.checkpoint.dir)
     issues = resume.conflicts(cfg, found) if found else []
     for issue in issues:
@@ -85,7 +100,7 @@ def _check(cfg, args, log) -> int:
 
 
 def _train(cfg, stop: StopRequest, args, log) -> int:
-    from h100fleet.trainer import data, train  # not needed by --check
+    from h100fleet.trainer import data, dist, train  # not needed by --check
 
     try:
         return train.run(cfg, stop, stop_after=args.stop_after)
@@ -99,6 +114,10 @@ def _train(cfg, stop: StopRequest, args, log) -> int:
         log.error("invalid config: exit %d (not restarted)", EX_CONFIG)
         _failed(cfg, f"config: {exc}")
         return EX_CONFIG
+    except dist.WorldError as exc:
+        log.error("torchrun environment: %s", exc)
+        log.error("bad command line: exit %d (not restarted)", EX_USAGE)
+        return EX_USAGE
     except data.DataError as exc:
         for line in str(exc).splitlines():
             log.error("data error: %s", line)

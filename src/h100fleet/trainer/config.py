@@ -285,6 +285,12 @@ class TrainConfig:
         _optional(_number(0.0, 1000.0, low_open=True)), 1.0, "gradient clipping; null: none"
     )
     seed: int = option(_int(0), 3407, "seed of LoRA init, dropout and shuffling")
+    collective_timeout_s: float = option(
+        _number(10.0, 86400.0),
+        600.0,
+        "under torchrun: seconds a rank waits for the others (a step's reduction, rank 0's tokenization, "
+        "autotuning and checkpoint writes) before it fails",
+    )
 
 
 @dataclass(frozen=True)
