@@ -177,14 +177,15 @@ def rank_pid(parent: int, rank: int) -> int:
 def test_a_killed_rank_ends_the_job_non_zero_within_the_collective_timeout(tmp_path, model, dataset):  # noqa: F811
     config = ddp_config(tmp_path / "run", model, dataset, checkpoint={"every_steps": 2})
     proc = start_torchrun(2, config)
-    wait_for_steps(config, proc, 2)
+    wait_for_steps(config, proc, 4)  # step 3 began after the checkpoint of step 2 was complete
     os.kill(rank_pid(proc.pid, 1), signal.SIGKILL)
     killed = time.monotonic()
     _stdout, stderr = proc.communicate(timeout=300)
     seconds = time.monotonic() - killed
     assert proc.returncode != 0, stderr[-3000:]
-    assert seconds < 30 + 15, f"the job took {seconds:.0f}s to end after a rank was killed"
+    # The bound, not a speed: the collective timeout (30 s), plus slack for a loaded machine.
+    assert seconds < 30 + 30, f"the job took {seconds:.0f}s to end after a rank was killed"
     assert "exitcode  : -9" in stderr
     # What is left is the last good checkpoint, which a restart resumes from.
     found = checkpoint.latest_valid(config.parent / "out" / "checkpoints")
-    assert found is not None and found.step % 2 == 0
+    assert found is not None and found.step >= 2 and found.step % 2 == 0
