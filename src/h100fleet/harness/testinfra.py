@@ -18,6 +18,13 @@ def hosts(pattern: str = "all") -> list[str]:
     return testinfra.utils.ansible_runner.AnsibleRunner(os.environ["MOLECULE_INVENTORY_FILE"]).get_hosts(pattern)
 
 
+def sh(host, command: str) -> str:
+    """The command's stdout; a failed command fails the test with its exit status, stdout and stderr."""
+    result = host.run(command)
+    assert result.rc == 0, f"{command}\nrc={result.rc}\nstdout: {result.stdout}\nstderr: {result.stderr}"
+    return result.stdout
+
+
 def journal(host, unit: str, *, lines: int = 50, since: str | None = None) -> str:
     """The unit's journal: its last lines, or everything since a `date +%s.%N` stamp of the node's clock."""
     window = f"--since @{since}" if since else f"-n {lines}"
