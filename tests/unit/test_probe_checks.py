@@ -97,7 +97,9 @@ def test_healthy_checks_exact():
         Check("gpu_count", Status.OK, 8, 8, "", "8 of 8 expected GPUs visible"),
         Check("driver_version", Status.OK, "550.163.01", "550", "", "branch 550"),
         Check("cuda_driver_version", Status.OK, "12.4", "12.4", ""),
-        Check("gpu_model[0]", Status.OK, "NVIDIA H100 80GB HBM3", "hopper", "", "H100 SXM5: thresholds from the SKU table"),
+        Check(
+            "gpu_model[0]", Status.OK, "NVIDIA H100 80GB HBM3", "hopper", "", "H100 SXM5: thresholds from the SKU table"
+        ),
         Check("compute_capability[0]", Status.OK, "9.0", "9.0", ""),
         Check("persistence_mode[0]", Status.OK, True, True, ""),
         Check("ecc_mode[0]", Status.OK, True, True, ""),
