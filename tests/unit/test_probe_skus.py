@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from h100fleet.probes import checks, run
+from h100fleet.probes import checks, compute, run
 from h100fleet.probes.checks import ANY_HOPPER, HOPPER_SKUS, Expectations, evaluate, sku_of, sku_threshold
 from h100fleet.probes.result import Status
 
@@ -119,8 +119,6 @@ def test_thresholds_come_from_each_gpus_sku_unless_set():
 
 
 def test_compute_checks_use_each_gpus_sku(monkeypatch):
-    from h100fleet.probes import compute
-
     monkeypatch.setattr(compute, "gemm_tflops", lambda i: 520.0)
     monkeypatch.setattr(compute, "copy_bandwidth_gbs", lambda i: 2500.0)
     monkeypatch.setattr(compute, "attention", lambda i, tolerance: (_ for _ in ()).throw(RuntimeError("no torch")))
@@ -140,3 +138,13 @@ def test_cli_default_model_is_any_hopper(tmp_path, capsys):
     assert run.main(["--snapshot", str(snap), "--no-compute", "--no-unsloth", "--node", "h"]) == 0
     assert run.main(["--snapshot", str(snap), "--no-compute", "--no-unsloth", "--model", "H100"]) == 2
     assert "gpu_model[0]: NVIDIA H200, expected H100" in capsys.readouterr().out
+
+
+def test_the_recorded_h200_passes_the_default_gate_and_fails_a_group_that_requires_h100():
+    # Recorded on the lent H200 (NVML, driver 580.159.04; uuid replaced).
+    snap = load("h200")
+    result = evaluate(snap, Expectations(expected_gpus=1))
+    assert [c.status for c in result] == [Status.OK] * 16
+    assert by_name(result)["gpu_model[0]"].detail == "H200 SXM: thresholds from the SKU table"
+    required = by_name(evaluate(snap, Expectations(expected_gpus=1, model_substring="H100")))["gpu_model[0]"]
+    assert (required.status, required.detail) == (Status.CRIT, "NVIDIA H200, expected H100")
