@@ -260,7 +260,7 @@ def _set_rng_state(torch, state: tuple) -> None:
 
 def _pass(torch, loaded, batches, b: int) -> None:
     batch = batches(b)
-    out = loaded.model(**batch)
+    out = loaded.forward(batch)
     out.loss.backward()
     del out, batch
 

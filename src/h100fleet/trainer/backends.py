@@ -96,6 +96,18 @@ class Loaded:
     def trainable(self) -> list:
         return [p for p in self.model.parameters() if p.requires_grad]
 
+    def forward(self, batch: dict) -> Any:
+        """The model's output for one batch. Unsloth's LoRA kernels multiply bf16 activations by the adapters'
+        float32 weights, which works only under bf16 autocast, the way Unsloth's own trainer runs them (unsloth
+        2024.8 on an H200: "expected mat1 and mat2 to have the same dtype" in fast_lora without it); the hf
+        backend runs as loaded. The backward pass runs outside, as autocast requires."""
+        if self.backend == "unsloth" and self.device.type == "cuda":
+            import torch
+
+            with torch.autocast("cuda", dtype=torch.bfloat16):
+                return self.model(**batch)
+        return self.model(**batch)
+
 
 def load(cfg, backend: str, device, dtype, gradient_checkpointing: bool) -> Loaded:
     if backend == "unsloth":

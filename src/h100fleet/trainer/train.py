@@ -615,7 +615,7 @@ class Run:
         loss_sum = torch.zeros((), device=self.device)
         for chunk in dist.micro_batches(indices[lo:hi], self.plan.batch_size):
             batch, _tokens = self.batches.take(chunk)
-            loss = self.loaded.model(**batch).loss
+            loss = self.loaded.forward(batch).loss
             weight = len(chunk) / g
             (loss * weight).backward()
             loss_sum += loss.detach().float() * weight
