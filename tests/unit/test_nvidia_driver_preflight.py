@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+from datetime import date
+
 import pytest
 from helpers import flat, run_preflight
+
+from h100fleet.probes import drivers
 
 
 def preflight(extra: dict, facts: dict | None = None):
@@ -100,3 +104,25 @@ def test_unsupported_os_is_refused_by_name():
     assert "localhost runs Fedora 40, which nvidia_driver does not support (nvidia_driver_source is auto)" in flat(
         result
     )
+
+
+def test_default_550_passes_with_a_warning_that_names_the_supported_branches():
+    """R550 is no longer supported by NVIDIA: the preflight warns (names the supported branches) and goes on."""
+    result = preflight(node_fact())
+    assert result.returncode == 0, flat(result)
+    supported = drivers.lifecycle("550", date.today())["supported"]
+    assert (
+        "WARNING: localhost: nvidia_driver_version 550.163.01: driver branch R550 is no longer supported by NVIDIA"
+        in flat(result)
+    )
+    assert all(f"R{branch}" in flat(result) for branch in supported)
+
+
+@pytest.mark.parametrize("version", ["580", "580.159.04"])
+def test_580_passes_on_debian_13_through_nvidias_repository(version):
+    result = preflight({"nvidia_driver_version": version, "nvidia_driver_cuda_version": "13.0", **node_fact()})
+    assert result.returncode == 0, flat(result)
+    # auto takes NVIDIA's debian13 repository for a branch Debian's archive does not carry: its preflight ran.
+    assert "Preflight | Assert that NVIDIA's repository serves this node" in flat(result)
+    warns = drivers.lifecycle(version, date.today())["warning"] != ""
+    assert ("WARNING: localhost" in flat(result)) is warns
