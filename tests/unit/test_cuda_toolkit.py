@@ -256,7 +256,7 @@ def test_el9_nodes_get_nvidia_rhel9_repository_and_versionlock(run, case):
     assert section["gpgcheck"] == "1"
     assert section["gpgkey"] == "file:///etc/pki/rpm-gpg/RPM-GPG-KEY-NVIDIA-CUDA"
     # The RHEL install tasks trust the downloaded key and lock the version with dnf's versionlock plugin.
-    repository = (REPO / "roles" / "_nvidia_repo" / "tasks" / "repository.yml").read_text()
+    repository = (REPO / "roles" / "nvidia_repo" / "tasks" / "repository.yml").read_text()
     assert "ansible.builtin.rpm_key:\n    key: \"{{ __nvidia_repo['keyring'] }}\"" in repository
     install = (ROLE / "tasks" / resolved["install_tasks"]).read_text()
     assert "python3-dnf-plugin-versionlock" in install

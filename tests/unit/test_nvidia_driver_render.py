@@ -552,7 +552,7 @@ def test_el9_nodes_get_nvidia_rhel9_repository_with_gpg_check(run, case):
         "gpgkey": f"file://{DNF_KEYRING}",
     }
     # The internal role trusts that key; the install tasks lock versions with dnf's versionlock plugin.
-    repository = (REPO / "roles" / "_nvidia_repo" / "tasks" / "repository.yml").read_text()
+    repository = (REPO / "roles" / "nvidia_repo" / "tasks" / "repository.yml").read_text()
     assert "ansible.builtin.rpm_key:\n    key: \"{{ __nvidia_repo['keyring'] }}\"" in repository
     install = (ROLE / "tasks" / "install-RedHat.yml").read_text()
     assert "name: python3-dnf-plugin-versionlock" in install

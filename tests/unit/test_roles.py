@@ -27,12 +27,10 @@ def test_argument_specs_match_defaults(role):
 
 @pytest.mark.parametrize("role", ROLES, ids=lambda p: p.name)
 def test_public_variables_carry_the_role_prefix(role):
-    """An internal role (its name starts with "_", such as _nvidia_repo) takes inputs named _<name>_* from the roles
-    that include it and keeps its own values as __<name>_*, like every role."""
     defaults = load(role / "defaults" / "main.yml")
     assert all(name.startswith(f"{role.name}_") for name in defaults)
     internal = load(role / "vars" / "main.yml") if (role / "vars" / "main.yml").exists() else {}
-    assert all(name.startswith(f"__{role.name.lstrip('_')}_") for name in internal)
+    assert all(name.startswith(f"__{role.name}_") for name in internal)
 
 
 @pytest.mark.parametrize("role", ROLES, ids=lambda p: p.name)
