@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import json
+import subprocess
 from datetime import date
 
 import pytest
-from helpers import flat, run_preflight
+from helpers import GOOD_FACTS, REPO, ansible_env, flat, run_preflight
 
 from h100fleet.probes import drivers
 
@@ -126,3 +128,25 @@ def test_580_passes_on_debian_13_through_nvidias_repository(version):
     assert "Preflight | Assert that NVIDIA's repository serves this node" in flat(result)
     warns = drivers.lifecycle(version, date.today())["warning"] != ""
     assert ("WARNING: localhost" in flat(result)) is warns
+
+
+@pytest.mark.parametrize(
+    "play",
+    [
+        {"roles": ["nvidia_repo"]},
+        {"tasks": [{"ansible.builtin.include_role": {"name": "nvidia_repo", "tasks_from": "repository"}}]},
+    ],
+    ids=["as-a-role", "tasks-from-a-play"],
+)
+def test_the_internal_repository_role_refuses_to_run_alone(tmp_path, play):
+    playbook = tmp_path / "alone.yml"
+    playbook.write_text(
+        json.dumps([{"name": "Alone", "hosts": "localhost", "connection": "local", "gather_facts": False, **play}])
+    )
+    env = ansible_env(ANSIBLE_LOCALHOST_WARNING="0")
+    extra = json.dumps({"ansible_facts": GOOD_FACTS, "nvidia_repo_base_url": "https://mirror.example.internal/cuda"})
+    result = subprocess.run(
+        ["ansible-playbook", str(playbook), "-e", extra], cwd=REPO, env=env, capture_output=True, text=True, check=False
+    )
+    assert result.returncode != 0
+    assert "nvidia_repo is an internal role of nvidia_driver and cuda_toolkit" in flat(result)
