@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import re
+from datetime import date
 from pathlib import Path
 from typing import Any
 
@@ -81,6 +82,7 @@ FULL_ROW = {
     "driver_installed": "550.163.01 (open, held)",
     "nvidia_module": "550.163.01",
     "driver_pin": "550",
+    "driver_support": "R550 unsupported",
     "cuda_pin": "12.4",
     "stack_pin": "torch2.3-unsloth2024.8-py310",
     "kernel_headers": f"linux-headers-{KERNEL}",
@@ -257,6 +259,24 @@ def test_pins(pins: dict, expected: tuple[str, str, str]):
     assert (row["driver_pin"], row["cuda_pin"], row["stack_pin"]) == expected
 
 
+@pytest.mark.parametrize(
+    ("installed", "pin", "today", "expected"),
+    [
+        ("580.159.04", "550", date(2026, 12, 1), "R580 LTSB until 2028-06"),
+        ("535.230.02", "535", date(2026, 12, 1), "R535 LTSB until 2026-06 (past)"),
+        ("535.230.02", "535", date(2026, 6, 1), "R535 LTSB until 2026-06"),
+        (None, "595", date(2026, 12, 1), "R595 production branch until 2027-03"),
+        (None, None, date(2026, 12, 1), "-"),
+    ],
+)
+def test_driver_support_reads_the_driver_table(installed, pin, today, expected):
+    """The installed driver's branch, else the pinned one, in NVIDIA's lifecycle (h100fleet.probes.drivers)."""
+    hv = full_hostvars()
+    hv["ansible_local"]["h100fleet_driver"]["installed_version"] = installed
+    hv["h100fleet_driver_branch"] = pin
+    assert summary.node_row("gpu-a01", hv, "ok", today)["driver_support"] == expected
+
+
 def test_row_from_a_real_fact_of_a_node_without_gpus(tmp_path: Path):
     # The fact as facts.collect() writes it on a machine with no GPU (as in the container test fleet).
     (tmp_path / "sys/firmware").mkdir(parents=True)
@@ -348,9 +368,9 @@ def test_rows_empty():
 
 HEADER = (
     "| node | status | OS | kernel | GPUs | NVSwitch | Secure Boot | driver installed | NVIDIA module | driver pin | "
-    "CUDA pin | stack pin | kernel headers | time sync |"
+    "driver support | CUDA pin | stack pin | kernel headers | time sync |"
 )
-SEPARATOR = "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"
+SEPARATOR = "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"
 
 
 def unescaped_pipes(line: str) -> int:
@@ -363,9 +383,9 @@ def test_markdown_exact():
         f"{HEADER}\n"
         f"{SEPARATOR}\n"
         "| gpu-a01 | ok | Debian 12.8 | 6.1.0-28-amd64 | 8x NVIDIA H100 80GB HBM3 | 4 | enabled | "
-        "550.163.01 (open, held) | 550.163.01 | 550 | 12.4 | torch2.3-unsloth2024.8-py310 | "
+        "550.163.01 (open, held) | 550.163.01 | 550 | R550 unsupported | 12.4 | torch2.3-unsloth2024.8-py310 | "
         "linux-headers-6.1.0-28-amd64 | chrony |\n"
-        "| gpu-b01 | failed | - | - | - | - | - | - | - | - | - | - | - | - |\n"
+        "| gpu-b01 | failed | - | - | - | - | - | - | - | - | - | - | - | - | - |\n"
         "\n"
         "1 of 2 nodes ok.\n"
     )
@@ -391,7 +411,7 @@ def test_markdown_escapes_pipes():
 
 
 def test_markdown_missing_keys_show_as_dash():
-    assert summary.markdown([{"node": "n1", "status": "ok"}]).splitlines()[2] == "| n1 | ok |" + " - |" * 12
+    assert summary.markdown([{"node": "n1", "status": "ok"}]).splitlines()[2] == "| n1 | ok |" + " - |" * 13
 
 
 def test_markdown_stringifies_values():

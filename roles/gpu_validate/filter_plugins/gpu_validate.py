@@ -15,6 +15,17 @@ def gpu_validate_rows(hostvars, hosts):
     return validation.rows(hostvars, hosts)
 
 
+def gpu_validate_probe_modules(package):
+    """'h100fleet.probes' | gpu_validate_probe_modules: the module files the role copies to the node."""
+    if package != "h100fleet.probes":
+        raise ValueError(f"gpu_validate_probe_modules lists the modules of h100fleet.probes, not of {package!r}")
+    return validation.probe_modules()
+
+
 class FilterModule:
     def filters(self):
-        return {"gpu_validate_rows": gpu_validate_rows, "gpu_validate_markdown": validation.markdown}
+        return {
+            "gpu_validate_rows": gpu_validate_rows,
+            "gpu_validate_markdown": validation.markdown,
+            "gpu_validate_probe_modules": gpu_validate_probe_modules,
+        }

@@ -8,9 +8,11 @@ an error: the summary must come out even when a node failed half-way.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
+from datetime import date
 from typing import Any
 
 from h100fleet.fleet import MISSING, markdown_table
+from h100fleet.probes import drivers
 
 COLUMNS = (
     ("node", "node"),
@@ -23,6 +25,7 @@ COLUMNS = (
     ("driver_installed", "driver installed"),
     ("nvidia_module", "NVIDIA module"),
     ("driver_pin", "driver pin"),
+    ("driver_support", "driver support"),
     ("cuda_pin", "CUDA pin"),
     ("stack_pin", "stack pin"),
     ("kernel_headers", "kernel headers"),
@@ -40,6 +43,17 @@ def _driver(driver: Mapping[str, Any]) -> str:
         return MISSING
     flavor = driver.get("module_flavor")
     return f"{version} ({flavor}{', held' if driver.get('held') else ''})" if flavor else str(version)
+
+
+def _support(version: Any, today: date) -> str:
+    """The driver branch's place in NVIDIA's lifecycle (h100fleet.probes.drivers): 'R580 LTSB until 2028-06',
+    'R550 unsupported', 'R535 LTSB until 2026-06 (past)'."""
+    if not version:
+        return MISSING
+    try:
+        return str(drivers.lifecycle(str(version), today)["describe"])
+    except ValueError:
+        return MISSING
 
 
 def _gpus(node: Mapping[str, Any]) -> str:
@@ -67,8 +81,10 @@ def _headers(baseline: Mapping[str, Any]) -> str:
     return package if baseline.get("kernel_headers_match_running_kernel") else f"{package} (not the running kernel)"
 
 
-def node_row(host: str, hostvars: Mapping[str, Any], status: str) -> dict[str, str]:
-    """One node's row. status: 'ok', or 'failed' for a node that failed or was unreachable earlier in the run."""
+def node_row(host: str, hostvars: Mapping[str, Any], status: str, today: date | None = None) -> dict[str, str]:
+    """One node's row. status: 'ok', or 'failed' for a node that failed or was unreachable earlier in the run.
+    The driver's support is judged on `today` (default: the control node's date) for the installed driver, else
+    the pinned branch."""
     facts = hostvars.get("ansible_facts") or {}
     local = hostvars.get("ansible_local") or facts.get("local") or {}
     # A fact script that fails leaves Ansible's error text where the JSON would be: show the fields as missing.
@@ -92,6 +108,9 @@ def node_row(host: str, hostvars: Mapping[str, Any], status: str) -> dict[str, s
         "driver_installed": _driver(driver),
         "nvidia_module": module or MISSING,
         "driver_pin": str(hostvars.get("h100fleet_driver_branch") or MISSING),
+        "driver_support": _support(
+            driver.get("installed_version") or hostvars.get("h100fleet_driver_branch"), today or date.today()
+        ),
         "cuda_pin": str(hostvars.get("h100fleet_cuda_version") or MISSING),
         "stack_pin": str(hostvars.get("h100fleet_stack_id") or MISSING),
         "kernel_headers": _headers(baseline),
@@ -101,10 +120,13 @@ def node_row(host: str, hostvars: Mapping[str, Any], status: str) -> dict[str, s
 
 
 def rows(
-    all_hosts: Iterable[str], ok_hosts: Iterable[str], hostvars: Mapping[str, Mapping[str, Any]]
+    all_hosts: Iterable[str],
+    ok_hosts: Iterable[str],
+    hostvars: Mapping[str, Mapping[str, Any]],
+    today: date | None = None,
 ) -> list[dict[str, str]]:
     ok = set(ok_hosts)
-    return [node_row(h, hostvars.get(h) or {}, "ok" if h in ok else "failed") for h in sorted(all_hosts)]
+    return [node_row(h, hostvars.get(h) or {}, "ok" if h in ok else "failed", today) for h in sorted(all_hosts)]
 
 
 def markdown(table: list[dict[str, str]]) -> str:

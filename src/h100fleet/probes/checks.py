@@ -13,8 +13,10 @@ with that said in its detail.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import date
 from typing import Any, Callable
 
+from . import drivers
 from .result import Check, Status, worst
 
 GPU_VISIBLE = "nvidia_gpu_visible"
@@ -46,23 +48,9 @@ CLOCK_EVENT_REMEDIES = {
     "reliability": "Check the GPU's clocks and voltage with nvidia-smi -q -d PERFORMANCE.",
 }
 
-# The oldest Linux driver of each CUDA version (CUDA release notes, "CUDA Toolkit and Corresponding Driver
-# Versions"): the remedy for a driver too old for the stack's CUDA names the branch to install. 12.4 is Update 1
-# (>= 550.54.15; GA needed 550.54.14), the release of the pinned toolkit 12.4.131. The nvidia_driver role keeps the
-# same table in roles/nvidia_driver/vars/main.yml; tests/unit/test_probe_checks.py checks that they agree.
-CUDA_MIN_DRIVER = {
-    "11.8": "520.61.05",
-    "12.0": "525.60.13",
-    "12.1": "530.30.02",
-    "12.2": "535.54.03",
-    "12.3": "545.23.06",
-    "12.4": "550.54.15",
-    "12.5": "555.42.02",
-    "12.6": "560.28.03",
-    "12.8": "570.26",
-    "12.9": "575.51.03",
-    "13.0": "580.65.06",
-}
+# The oldest Linux driver of each CUDA version, and the driver branches' lifecycle: the project's one table
+# (h100fleet.probes.drivers); re-exported here for the remedy texts and their tests.
+CUDA_MIN_DRIVER = drivers.CUDA_MIN_DRIVER
 
 REMEDY_NO_GPU = "Install and load the NVIDIA driver, check dmesg for Xid errors and lspci for the GPUs, then rerun."
 REMEDY_QUERY_FAILED = "Rerun the probe; if the NVML query keeps failing, reset the GPU or reboot the node."
@@ -152,6 +140,7 @@ class Expectations:
     max_temp_headroom_c: int = 10
     power_warn_fraction: float = 0.98
     pcie_link_width: int | None = None
+    today: date | None = None
 
 
 def _ok(name: str, value: Any, threshold: Any, detail: str = "") -> Check:
@@ -235,6 +224,28 @@ def check_driver_version(snapshot: dict, expect: Expectations) -> Check:
         return _ok(name, version, pin, f"branch {pin}")
     remedy = f"Install an NVIDIA driver of branch {pin} and reboot."
     return Check(name, Status.CRIT, version, pin, remedy, f"{version}, expected branch {pin}")
+
+
+def check_driver_branch(snapshot: dict, expect: Expectations) -> Check:
+    """WARN when the running driver's branch is past NVIDIA's end of life (or not supported at all), naming the
+    supported branches; the node still trains, but gets no security fixes."""
+    name, today = "driver_branch", expect.today
+    if today is None:
+        return _ok(name, snapshot.get("driver_version"), "supported", "no date to judge the branch's end of life by")
+    missing = _missing(name, snapshot, "driver_version", "supported", safety=False)
+    if missing:
+        return missing
+    version = str(snapshot["driver_version"])
+    try:
+        state = drivers.lifecycle(version, today)
+    except ValueError:
+        return Check(name, Status.UNKNOWN, version, "supported", REMEDY_QUERY_FAILED, "not a driver version")
+    value = {"branch": state["branch"], "status": state["status"], "end_of_life": state["end_of_life"]}
+    if state["status"] == "end_of_life":
+        supported = ", ".join(f"R{b}" for b in state["supported"]) or "a supported branch"
+        remedy = f"Plan a driver bump to a supported branch ({supported}) with the rollout playbook."
+        return Check(name, Status.WARN, value, "supported", remedy, state["warning"])
+    return _ok(name, value, "supported", state["describe"])
 
 
 def driver_for_cuda(cuda: str) -> str:
@@ -505,6 +516,7 @@ def evaluate(snapshot: Any, expect: Expectations | None = None) -> list[Check]:
         visible,
         check_gpu_count(gpus, expect),
         check_driver_version(snapshot, expect),
+        *([check_driver_branch(snapshot, expect)] if expect.today is not None else []),
         check_cuda_driver(snapshot, expect),
     ]
     for gpu in gpus:

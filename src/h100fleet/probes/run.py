@@ -18,6 +18,7 @@ import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from datetime import date
 from pathlib import Path
 from typing import Any
 
@@ -254,6 +255,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         compute_capability=args.compute_capability,
         driver_version=args.driver,
         model_substring=args.model,
+        today=date.today(),
     )
     thresholds = Thresholds(args.min_gemm_tflops, args.min_copy_gbs, args.min_allreduce_busbw_gbs)
     snapshot = json.loads(args.snapshot.read_text()) if args.snapshot else None
