@@ -134,7 +134,8 @@ def test_compute_checks_use_each_gpus_sku(monkeypatch):
 
 def test_cli_default_model_is_any_hopper(tmp_path, capsys):
     snap = tmp_path / "h200.json"
-    snap.write_text(json.dumps(as_sku("NVIDIA H200")))
+    # On a supported branch (R580), so that the only finding can be the model's: R550 is past end of life (WARN).
+    snap.write_text(json.dumps({**as_sku("NVIDIA H200"), "driver_version": "580.159.04"}))
     assert run.main(["--snapshot", str(snap), "--no-compute", "--no-unsloth", "--node", "h"]) == 0
     assert run.main(["--snapshot", str(snap), "--no-compute", "--no-unsloth", "--model", "H100"]) == 2
     assert "gpu_model[0]: NVIDIA H200, expected H100" in capsys.readouterr().out
