@@ -33,6 +33,8 @@ _RECAP = re.compile(r"^(\S+)\s+: ok=(\d+)\s+changed=(\d+)\s+unreachable=(\d+)\s+
 # profile_tasks' summary: "role : task name ---- 12.34s"
 _TASK = re.compile(r"^(.+?) -{2,} (\d+\.\d+)s$", re.MULTILINE)
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")
+_TASK_HEADER = re.compile(r"^TASK \[(.+?)\] \*+$")
+_CHANGED = re.compile(r"^changed: \[([^\]]+)\]")
 
 
 def env() -> dict[str, str]:
@@ -58,6 +60,17 @@ def recap(output: str) -> dict[str, dict[str, int]]:
     for host, ok, changed, unreachable, failed in _RECAP.findall(output):
         hosts[host] = {"ok": int(ok), "changed": int(changed), "unreachable": int(unreachable), "failed": int(failed)}
     return hosts
+
+
+def changed_tasks(output: str) -> list[dict[str, str]]:
+    """Every (task, host) that reported "changed" in the run's output."""
+    found, task = [], None
+    for line in output.splitlines():
+        if header := _TASK_HEADER.match(line):
+            task = header[1]
+        elif (changed := _CHANGED.match(line)) and task:
+            found.append({"task": task, "host": changed[1]})
+    return found
 
 
 def slowest_tasks(output: str, count: int = 10) -> list[dict[str, object]]:
@@ -100,11 +113,14 @@ def main() -> int:
         "seconds": round(seconds, 1),
         "recap": hosts,
         "slowest_tasks": slowest_tasks(output),
+        "changed_tasks": changed_tasks(output),
     }
     result["machine_after"] = machine()
     print(f"re-run, ansible-playbook site.yml -l h100s on {len(NODES)} nodes: {seconds:.1f} s (changed: {changed})")
     for task in result["rerun"]["slowest_tasks"]:
         print(f"  {task['seconds']:6.2f} s  {task['task']}")
+    for change in result["rerun"]["changed_tasks"]:
+        print(f"  changed on {change['host']}: {change['task']}")
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(result, indent=2) + "\n")
