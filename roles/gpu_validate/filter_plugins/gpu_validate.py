@@ -1,9 +1,10 @@
-"""Filters for the gpu_validate role: a thin shim over h100fleet.fleet.validation (unit-tested there)."""
+"""Filters for the gpu_validate role: a thin shim over h100fleet.fleet.validation and h100fleet.fleet.files
+(unit-tested there)."""
 
 from __future__ import annotations
 
 try:
-    from h100fleet.fleet import validation
+    from h100fleet.fleet import files, validation
 except ImportError as exc:  # pragma: no cover - only without the project's environment
     raise ImportError(
         "gpu_validate needs the h100fleet package on the control node: run ansible-playbook from the project's "
@@ -28,4 +29,5 @@ class FilterModule:
             "gpu_validate_rows": gpu_validate_rows,
             "gpu_validate_markdown": validation.markdown,
             "gpu_validate_probe_modules": gpu_validate_probe_modules,
+            "gpu_validate_stale_files": files.stale_files,
         }

@@ -1,12 +1,15 @@
 """The per-node fleet summary printed at the end of `ansible-playbook site.yml`.
 
 Input is what Ansible knows of each node (its hostvars: facts, the local facts from node_baseline, the fleet
-pins); output is one row per node, rendered as a Markdown table and as JSON. Missing facts show as "-", never as
+pins, and what fleet_summary read of the training service: its unit's state and its status file); output is one
+row per node, rendered as a Markdown table and as JSON. Missing facts show as "-", never as
 an error: the summary must come out even when a node failed half-way.
 """
 
 from __future__ import annotations
 
+import base64
+import json
 from collections.abc import Iterable, Mapping
 from datetime import date
 from typing import Any
@@ -28,6 +31,9 @@ COLUMNS = (
     ("driver_support", "driver support"),
     ("cuda_pin", "CUDA pin"),
     ("stack_pin", "stack pin"),
+    ("stack", "stack installed"),
+    ("trainer", "trainer"),
+    ("step", "step"),
     ("kernel_headers", "kernel headers"),
     ("time_sync", "time sync"),
 )
@@ -81,6 +87,49 @@ def _headers(baseline: Mapping[str, Any]) -> str:
     return package if baseline.get("kernel_headers_match_running_kernel") else f"{package} (not the running kernel)"
 
 
+def _stack(stack: Mapping[str, Any]) -> str:
+    """The active stack from python_stack's h100fleet_stack fact: its id, or "none" when no stack is active."""
+    if "id" not in stack:
+        return MISSING
+    return str(stack["id"]) if stack["id"] else "none"
+
+
+def _status_file(slurped: Any) -> Mapping[str, Any]:
+    """The trainer's status.json from a registered ansible.builtin.slurp result ({} when unread or not JSON)."""
+    content = _mapping(slurped).get("content")
+    if not content:
+        return {}
+    try:
+        return _mapping(json.loads(base64.b64decode(content)))
+    except (ValueError, TypeError):
+        return {}
+
+
+def _trainer(unit: Any, status: Mapping[str, Any]) -> str:
+    """The training service: systemd's state of its unit, and the trainer's own state while it runs or after it ran.
+
+    unit: a registered ansible.builtin.systemd_service result (name only: it reads the unit's properties).
+    """
+    props = _mapping(_mapping(unit).get("status"))
+    if not props or props.get("LoadState") in (None, "not-found"):
+        return MISSING
+    active = str(props.get("ActiveState") or MISSING)
+    state = status.get("state")
+    if active == "active":
+        return f"running ({state})" if state else "running"
+    if active == "failed":
+        return f"failed ({props.get('Result') or 'exit'})"
+    return f"{active} ({state})" if state else active
+
+
+def _step(status: Mapping[str, Any]) -> str:
+    step = status.get("step")
+    if step is None:
+        return MISSING
+    total = status.get("total_steps")
+    return f"{step} of {total}" if total else str(step)
+
+
 def node_row(host: str, hostvars: Mapping[str, Any], status: str, today: date | None = None) -> dict[str, str]:
     """One node's row. status: 'ok', or 'failed' for a node that failed or was unreachable earlier in the run.
     The driver's support is judged on `today` (default: the control node's date) for the installed driver, else
@@ -91,6 +140,8 @@ def node_row(host: str, hostvars: Mapping[str, Any], status: str, today: date | 
     node = _mapping(local.get("h100fleet_node"))
     baseline = _mapping(local.get("h100fleet_baseline"))
     driver = _mapping(local.get("h100fleet_driver"))
+    stack = _mapping(local.get("h100fleet_stack"))
+    progress = _status_file(hostvars.get("__fleet_summary_trainer_status"))
     distro = facts.get("distribution")
     module = node.get("nvidia_module_version")
     if module is None and node.get("nvidia_module_loaded"):
@@ -113,6 +164,9 @@ def node_row(host: str, hostvars: Mapping[str, Any], status: str, today: date | 
         ),
         "cuda_pin": str(hostvars.get("h100fleet_cuda_version") or MISSING),
         "stack_pin": str(hostvars.get("h100fleet_stack_id") or MISSING),
+        "stack": _stack(stack),
+        "trainer": _trainer(hostvars.get("__fleet_summary_trainer_unit"), progress),
+        "step": _step(progress),
         "kernel_headers": _headers(baseline),
         "time_sync": _time_sync(baseline),
     }
