@@ -26,12 +26,57 @@ def rollout_initial_records(hostvars, hosts, stack):
         hv = hostvars[host]
         on_new = str(hv.get("__rollout_on_new", False)).strip().lower() in ("true", "1", "yes")
         status = "skipped" if on_new else "untouched"
-        out.append({"host": host, "old_stack": hv.get("__rollout_old_stack"), "new_stack": stack, "status": status})
+        journal = hv.get("__rollout_journal") or {}
+        note = None
+        if rollout.journal_state(journal) == "open":
+            note = "an earlier flip did not finish (its journal is open): this run finishes it or rolls it back"
+        elif rollout.journal_state(journal) == "recovered":
+            note = (
+                f"the node-side guard put it back on {journal.get('recovered_to')} after an earlier flip did not "
+                "finish: this run confirms it and moves it"
+            )
+        out.append(
+            {
+                "host": host,
+                "old_stack": hv.get("__rollout_old_stack"),
+                "new_stack": stack,
+                "status": status,
+                "note": note,
+            }
+        )
     return out
 
 
 def rollout_batch_number(host, hosts, serial):
     return rollout.batch_number(host, list(hosts), list(serial))
+
+
+def rollout_journal_open(existing, kind, active, previous, to, was_active, now, timeout):
+    return rollout.journal_open(
+        existing or None,
+        kind=kind,
+        active=active,
+        previous=previous or None,
+        to=to,
+        was_active=was_active,
+        now=now,
+        timeout=timeout,
+    )
+
+
+def rollout_lost_hosts(hostvars, hosts_all, hosts_active, serial, batch):
+    """The hosts of this play's batches up to `batch` that Ansible lost: not among the play's active hosts and not
+    in a rescue of this run (batch-mates sent to their rescue leave the active hosts too)."""
+    hosts_all = list(hosts_all)
+    out = []
+    for host in hosts_all:
+        number = rollout.batch_number(host, hosts_all, list(serial))
+        if number is None or number > int(batch) or host in hosts_active:
+            continue
+        if str(hostvars[host].get("__rollout_in_rescue", False)).lower() == "true":
+            continue
+        out.append(host)
+    return out
 
 
 class FilterModule:
@@ -43,4 +88,11 @@ class FilterModule:
             "rollout_phases": rollout.phases_s,
             "rollout_batch_number": rollout_batch_number,
             "rollout_initial_records": rollout_initial_records,
+            "rollout_journal_open": rollout_journal_open,
+            "rollout_journal_step": rollout.journal_step,
+            "rollout_journal_close": rollout.journal_close,
+            "rollout_journal_unfinished": rollout.journal_unfinished,
+            "rollout_same_stack": rollout.same_stack,
+            "rollout_rollback_target": rollout.rollback_target,
+            "rollout_lost_hosts": rollout_lost_hosts,
         }

@@ -66,7 +66,11 @@ def create_fleet(workdir: Path, n: int, *, step: int = 100) -> Path:
         "all": {
             "children": {"h100s": {"hosts": hosts}},
             "vars": {
-                "ansible_connection": "local",
+                # A host is lost (unreachable) once <state>/<host>.lost exists: its connection becomes SSH to a
+                # closed port (rollout_simulate_unreachable, or a test that writes the file).
+                "ansible_connection": f"{{{{ 'ssh' if ('{state}/' ~ inventory_hostname ~ '.lost') is exists else 'local' }}}}",
+                "ansible_host": "127.0.0.1",
+                "ansible_port": 9,
                 "ansible_become": False,
                 "ansible_python_interpreter": sys.executable,
                 "rollout_simulate": True,

@@ -200,7 +200,12 @@ def probe(
         check, environment["unsloth"] = finish_unsloth(pending, unsloth_timeout)
         checks.append(check)
     runtime = round(time.monotonic() - started, 1)
-    return Report(tuple(checks), node or socket.gethostname(), runtime_s=runtime, environment=environment)
+    broken = [c.name for c in checks if c.name == "torch_import"]
+    if snap.get("missing_module"):
+        broken.insert(0, checks[0].name)
+    return Report(
+        tuple(checks), node or socket.gethostname(), runtime_s=runtime, environment=environment, stack_broken=broken
+    )
 
 
 def _cc(text: str) -> str:
