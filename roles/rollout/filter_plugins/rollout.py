@@ -79,6 +79,20 @@ def rollout_lost_hosts(hostvars, hosts_all, hosts_active, serial, batch):
     return out
 
 
+def rollout_rollback_outcomes(hostvars, hosts_all, hosts_active):
+    """rollback.yml's outcome per node: {"outcomes": {host: text}, "lost": [...], "problems": ["host: text"]}. A
+    host missing from the active ones, or that noted itself unreachable, was lost."""
+    outcomes = {}
+    for host in hosts_all:
+        if host not in hosts_active:
+            outcomes[host] = "unreachable (state unknown): lost during the rollback"
+        else:
+            outcomes[host] = str(hostvars[host].get("__rollout_rb_outcome") or "failed: not visited")
+    lost = [h for h, text in outcomes.items() if text.startswith("unreachable")]
+    problems = [f"{h}: {text}" for h, text in outcomes.items() if text.startswith(("unreachable", "refused", "failed"))]
+    return {"outcomes": outcomes, "lost": lost, "problems": problems}
+
+
 class FilterModule:
     def filters(self):
         return {
@@ -95,4 +109,5 @@ class FilterModule:
             "rollout_same_stack": rollout.same_stack,
             "rollout_rollback_target": rollout.rollback_target,
             "rollout_lost_hosts": rollout_lost_hosts,
+            "rollout_rollback_outcomes": rollout_rollback_outcomes,
         }

@@ -202,6 +202,7 @@ def lost(previous: Mapping[str, Any] | None, host: str, reason: str) -> dict[str
 
 # --- the probe gate --------------------------------------------------------------------------------------------------
 
+
 def gemm_tflops(report: Mapping[str, Any] | None) -> float | None:
     """The slowest GPU's bf16 GEMM TFLOP/s in a probe report, or None."""
     values = []
@@ -321,9 +322,7 @@ def journal_open(
     if here is None:
         raise RecordError("the node runs no stack: nothing to journal a flip from")
     restore = (
-        {"current": here, "previous": _stack(previous)}
-        if kind == "rollout"
-        else {"current": target, "previous": here}
+        {"current": here, "previous": _stack(previous)} if kind == "rollout" else {"current": target, "previous": here}
     )
     return {
         "schema": JOURNAL_SCHEMA,
@@ -830,9 +829,7 @@ def render(directory: Path) -> dict[str, Any]:
     return doc
 
 
-def init(
-    directory: Path, rollout: Mapping[str, Any] | None, records: Iterable[Mapping[str, Any]]
-) -> dict[str, Any]:
+def init(directory: Path, rollout: Mapping[str, Any] | None, records: Iterable[Mapping[str, Any]]) -> dict[str, Any]:
     """Start (or resume) a rollout: write rollout.json (unless rollout is None: keep it) and each node's first
     record (untouched, or skipped when it already runs the new stack; an earlier run's done record is kept, see
     merge), then render."""
