@@ -51,7 +51,7 @@ def rollout_batch_number(host, hosts, serial):
     return rollout.batch_number(host, list(hosts), list(serial))
 
 
-def rollout_journal_open(existing, kind, active, previous, to, was_active, now, timeout):
+def rollout_journal_open(existing, kind, active, previous, to, was_active, now, timeout):  # noqa: PLR0917 (a filter's arguments)
     return rollout.journal_open(
         existing or None,
         kind=kind,

@@ -394,7 +394,8 @@ def rollback_target(
         return {
             "action": "refuse",
             "target": None,
-            "reason": "the node has no flip journal (no rollout moved it): name the stack with -e rollout_rollback_to=<id>",
+            "reason": "the node has no flip journal (no rollout moved it): name the stack with "
+            "-e rollout_rollback_to=<id>",
         }
     else:
         target = _stack((journal.get("restore") or {}).get("current"))  # type: ignore[union-attr]

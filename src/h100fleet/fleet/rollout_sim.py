@@ -68,7 +68,9 @@ def create_fleet(workdir: Path, n: int, *, step: int = 100) -> Path:
             "vars": {
                 # A host is lost (unreachable) once <state>/<host>.lost exists: its connection becomes SSH to a
                 # closed port (rollout_simulate_unreachable, or a test that writes the file).
-                "ansible_connection": f"{{{{ 'ssh' if ('{state}/' ~ inventory_hostname ~ '.lost') is exists else 'local' }}}}",
+                "ansible_connection": (
+                    f"{{{{ 'ssh' if ('{state}/' ~ inventory_hostname ~ '.lost') is exists else 'local' }}}}"
+                ),
                 "ansible_host": "127.0.0.1",
                 "ansible_port": 9,
                 "ansible_become": False,

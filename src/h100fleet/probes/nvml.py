@@ -193,7 +193,7 @@ def snapshot(nvml: Any = None) -> dict:
         try:
             nvml = _load()
         except ImportError as err:
-            return {"error": f"pynvml (nvidia-ml-py) not importable: {err}", "missing_module": "pynvml"}
+            return {"error": f"pynvml (nvidia-ml-py) not importable: {err}"}
     try:
         nvml.nvmlInit()
     except nvml.NVMLError as err:
