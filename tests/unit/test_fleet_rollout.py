@@ -445,13 +445,12 @@ def test_an_interrupted_flip_keeps_what_its_journal_knew_before_the_stop():
     assert again["restore"]["previous"] is None
     assert (again["deadline"], again["resumed"]) == (59, 1)
     assert rollout.journal_step(again, 130)["step"] == 120
+    # the guard put it back on A and restarted its trainer, which trained on: a new journal from what runs now
     recovered = {**first, "state": "recovered"}
-    assert (
-        rollout.journal_open(
-            recovered, kind="rollout", active=SA, previous=None, to=SB, was_active=True, now=70, timeout=9
-        )["state"]
-        == "open"
+    fresh = rollout.journal_open(
+        recovered, kind="rollout", active=SA, previous=S0, to=SB, was_active=True, now=70, timeout=9
     )
+    assert (fresh["state"], fresh["step"], fresh["restore"]["previous"], fresh["resumed"]) == ("open", None, S0, 0)
 
 
 def test_journal_refuses_what_it_cannot_record():

@@ -294,17 +294,18 @@ def journal_open(
     now: Any,
     timeout: Any,
 ) -> dict[str, Any]:
-    """The journal to write before a flip's stop. An unfinished journal of an earlier, interrupted flip keeps what
-    it knew before that flip began (the stack to restore, whether the trainer ran, its step): what the node shows
-    now (a trainer stopped by the interrupted flip, links already moved) is not what it was. A rollback's restore
-    target is the stack it goes to."""
+    """The journal to write before a flip's stop. An open journal of an earlier, interrupted flip keeps what it
+    knew before that flip began (the stack to restore, whether the trainer ran, its step): what the node shows now
+    (a trainer stopped by the interrupted flip, links already moved) is not what it was. A recovered one (the
+    node-side guard put the node back and restarted its trainer) starts afresh from what the node runs now. A
+    rollback's restore target is the stack it goes to."""
     if kind not in ("rollout", "rollback"):
         raise RecordError(f"journal kind {kind!r}: expected rollout or rollback")
     now_s, timeout_s = float(now), float(timeout)
     target = _stack(to)
     if target is None:
         raise RecordError(f"journal target {to!r} has no stack id")
-    if journal_unfinished(existing):
+    if journal_state(existing) == OPEN:
         kept = dict(existing)  # type: ignore[arg-type]
         restore = dict(kept.get("restore") or {})
         if kind == "rollback":
