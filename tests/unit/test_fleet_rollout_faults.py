@@ -96,13 +96,19 @@ def test_host_lost_mid_flip_halts_the_batch_and_a_rerun_finishes_it(tmp_path):
     assert states(tmp_path) == after_first
     assert "nothing to do" in twice.log
 
-    # a target none of the nodes has: every node is visited, and every refusal is named at the end
+    # a target none of the nodes has, and a node lost: every node is visited, every problem is named at the end
+    lose(tmp_path, "sim-0003")
     refused = rollout_sim.run_rollout(
         tmp_path, inventory, forks=3, playbook=ROLLBACK, extra_vars={"rollout_rollback_to": "no-such-stack"}
     )
     assert refused.rc != 0
-    assert all(f"sim-000{i}: refused: rollout_rollback_to 'no-such-stack'" in refused.log for i in (1, 2, 3))
+    assert all(f"sim-000{i}: refused: rollout_rollback_to 'no-such-stack'" in refused.log for i in (1, 2))
+    assert "sim-0003: unreachable (state unknown)" in refused.log
     assert states(tmp_path) == after_first
+    report = nodes(rollout_sim.report_of(tmp_path))
+    assert report["sim-0003"]["status"] == "unreachable"
+    assert "refused: rollout_rollback_to 'no-such-stack'" in report["sim-0001"]["error"]
+    assert report["sim-0001"]["status"] == "reverted"  # what it runs is unchanged: still switched back
 
 
 def test_host_unreachable_from_the_start_stops_before_anything_changes(tmp_path):
