@@ -46,6 +46,12 @@ def _testfleet_up(args: argparse.Namespace) -> int:
     return 0
 
 
+def _testfleet_start(args: argparse.Namespace) -> int:
+    for name, state in nodes.up(args.names, args.image).items():
+        print(f"{name}: {args.image}, systemd {state}")
+    return 0
+
+
 def _testfleet_down(args: argparse.Namespace) -> int:
     removed = nodes.down(args.names or None)
     print("removed: " + (", ".join(removed) if removed else "nothing"))
@@ -72,6 +78,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--suite", default="trixie", help="node image suite (default: trixie)")
     p.add_argument("--prefix", default="h100-node", help="container name prefix (default: h100-node)")
     p.set_defaults(func=_testfleet_up)
+
+    p = tf_sub.add_parser("start", help="start the named nodes from a built image (molecule's create step)")
+    p.add_argument("--image", required=True, help="a node image built by `testfleet images`")
+    p.add_argument("names", nargs="+")
+    p.set_defaults(func=_testfleet_start)
 
     p = tf_sub.add_parser("down", help="remove test nodes (all of them unless names are given)")
     p.add_argument("names", nargs="*")

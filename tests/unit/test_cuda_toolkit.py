@@ -62,6 +62,8 @@ RENDERED = {
             "cuda_toolkit_manage_link": False,
         },
     ),
+    # Debian 13 from NVIDIA's debian13 repository, signed by its own key.
+    "debian-13-nvidia-source": (DEBIAN_13, {"cuda_toolkit_source": "nvidia", "cuda_toolkit_version": "13.0"}),
     # A host starting with "s": a regression test for a pattern that once excluded the letter instead of spaces.
     "mirror-host-with-s": (RHEL_9, {"cuda_toolkit_nvidia_repo_base_url": "https://sync.example.internal/cuda"}),
 }
@@ -90,11 +92,11 @@ REFUSED = {
         {"cuda_toolkit_source": "debian"},
         "cuda_toolkit_source is debian, but {case} runs Ubuntu 24.04",
     ),
-    "debian-13-nvidia-source": (
-        DEBIAN_13,
-        {"cuda_toolkit_source": "nvidia"},
-        "{case} runs Debian 13.2, for which cuda_toolkit has no NVIDIA repository (cuda_toolkit_source is nvidia). "
-        'Supported (distribution: major version: repository): {"Debian": {"12": "debian12"}',
+    "debian-11": (
+        facts("Debian", "11.11", "Debian"),
+        {},
+        "{case} runs Debian 11.11, which cuda_toolkit does not support (cuda_toolkit_source is auto): NVIDIA's CUDA "
+        "repository serves Debian 12, Debian 13, Ubuntu 22, Ubuntu 24, RedHat 9, Rocky 9, AlmaLinux 9.",
     ),
     "debian-version-of-other-cuda": (
         DEBIAN_13,
@@ -108,9 +110,9 @@ REFUSED = {
         "http:// or https:// URL",
     ),
     "arch-no-sm": (DEBIAN_13, {"cuda_toolkit_verify_arch": "90"}, "cuda_toolkit_verify_arch is '90'; expected sm_XY"),
-    "fedora": (facts("Fedora", "40", "RedHat"), {}, "{case} runs Fedora 40, for which cuda_toolkit has no NVIDIA"),
-    "ubuntu-20.04": (facts("Ubuntu", "20.04", "Debian"), {}, "{case} runs Ubuntu 20.04, for which cuda_toolkit has no"),
-    "rhel-8": (facts("RedHat", "8.10", "RedHat"), {}, "{case} runs RedHat 8.10, for which cuda_toolkit has no NVIDIA"),
+    "fedora": (facts("Fedora", "40", "RedHat"), {}, "{case} runs Fedora 40, which cuda_toolkit does not support"),
+    "ubuntu-20.04": (facts("Ubuntu", "20.04", "Debian"), {}, "{case} runs Ubuntu 20.04, which cuda_toolkit does not"),
+    "rhel-8": (facts("RedHat", "8.10", "RedHat"), {}, "{case} runs RedHat 8.10, which cuda_toolkit does not"),
     "aarch64": ({**UBUNTU_2204, "architecture": "aarch64"}, {}, "{case} is aarch64; cuda_toolkit installs the x86_64"),
     # Types and choices are checked by the role's argument_specs before any task runs.
     "unknown-source": (DEBIAN_13, {"cuda_toolkit_source": "conda"}, "cuda_toolkit_source"),
@@ -254,8 +256,9 @@ def test_el9_nodes_get_nvidia_rhel9_repository_and_versionlock(run, case):
     assert section["gpgcheck"] == "1"
     assert section["gpgkey"] == "file:///etc/pki/rpm-gpg/RPM-GPG-KEY-NVIDIA-CUDA"
     # The RHEL install tasks trust the downloaded key and lock the version with dnf's versionlock plugin.
+    repository = (REPO / "roles" / "nvidia_repo" / "tasks" / "repository.yml").read_text()
+    assert "ansible.builtin.rpm_key:\n    key: \"{{ __nvidia_repo['keyring'] }}\"" in repository
     install = (ROLE / "tasks" / resolved["install_tasks"]).read_text()
-    assert 'key: "{{ __cuda_toolkit_nvidia_keyring }}"' in install
     assert "python3-dnf-plugin-versionlock" in install
     assert "community.general.dnf_versionlock:" in install
 
@@ -271,12 +274,19 @@ def test_mirror_version_and_link_settings_flow_into_names_and_files(run):
     assert "export CUDA_HOME=/usr/local/cuda-12.6\n" in (out / "cuda.sh").read_text()
 
 
-def test_every_resolved_install_task_file_and_os_vars_file_exists(run):
+def test_every_resolved_install_task_file_exists(run):
     for case in RENDERED:
         resolved, _ = rendered(run, case)
         assert (ROLE / "tasks" / resolved["install_tasks"]).is_file()
-    for family in ("Debian", "RedHat"):
-        assert (ROLE / "vars" / f"{family}.yml").is_file()
+
+
+def test_debian_13_from_nvidias_repository_uses_its_own_key(run):
+    resolved, out = rendered(run, "debian-13-nvidia-source")
+    url = f"{NVIDIA}/debian13/x86_64"
+    assert (resolved["source"], resolved["package"], resolved["repo_url"]) == ("nvidia", "cuda-toolkit-13-0", url)
+    assert resolved["key_url"] == f"{url}/8793F200.pub"
+    assert resolved["repo_file"] == "/etc/apt/sources.list.d/cuda-debian13-x86_64.sources"
+    assert f"URIs: {url}/\n" in (out / "repository").read_text()
 
 
 # --- Debian 13: the Debian archive (converged for real by molecule) --------------------------------------------

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import base64
 import copy
+import json
 import re
+from datetime import date
 from pathlib import Path
 from typing import Any
 
@@ -50,6 +53,29 @@ DRIVER_FACT: dict[str, Any] = {
 }
 
 
+# What python_stack's h100fleet_stack.fact.j2 reports (the parts the summary reads).
+STACK_FACT: dict[str, Any] = {
+    "schema": 1,
+    "root": "/opt/h100fleet/stacks",
+    "id": "torch2.3-unsloth2024.8-py310",
+    "lock_hash": "0123abcd",
+    "active": {"id": "torch2.3-unsloth2024.8-py310", "python": "3.10"},
+    "previous": None,
+    "installed": [],
+}
+# The trainer's status.json while it trains (h100fleet.trainer.progress), as fleet_summary slurps it.
+TRAINER_STATUS: dict[str, Any] = {"state": "training", "step": 37, "total_steps": 512, "stack_id": "x"}
+
+
+def unit_result(active: str, load: str = "loaded", result: str = "success") -> dict[str, Any]:
+    """A registered ansible.builtin.systemd_service result for the trainer's unit (name only)."""
+    return {"name": "h100fleet-trainer.service", "status": {"LoadState": load, "ActiveState": active, "Result": result}}
+
+
+def slurped(doc: Any) -> dict[str, Any]:
+    return {"content": base64.b64encode(json.dumps(doc).encode()).decode(), "encoding": "base64"}
+
+
 def full_hostvars() -> dict[str, Any]:
     return {
         "inventory_hostname": "gpu-a01",
@@ -63,7 +89,10 @@ def full_hostvars() -> dict[str, Any]:
             "h100fleet_node": copy.deepcopy(NODE_FACT),
             "h100fleet_baseline": copy.deepcopy(BASELINE_FACT),
             "h100fleet_driver": copy.deepcopy(DRIVER_FACT),
+            "h100fleet_stack": copy.deepcopy(STACK_FACT),
         },
+        "__fleet_summary_trainer_unit": unit_result("active"),
+        "__fleet_summary_trainer_status": slurped(TRAINER_STATUS),
         "h100fleet_driver_branch": "550",
         "h100fleet_cuda_version": "12.4",
         "h100fleet_stack_id": "torch2.3-unsloth2024.8-py310",
@@ -81,8 +110,12 @@ FULL_ROW = {
     "driver_installed": "550.163.01 (open, held)",
     "nvidia_module": "550.163.01",
     "driver_pin": "550",
+    "driver_support": "R550 unsupported",
     "cuda_pin": "12.4",
     "stack_pin": "torch2.3-unsloth2024.8-py310",
+    "stack": "torch2.3-unsloth2024.8-py310",
+    "trainer": "running (training)",
+    "step": "37 of 512",
     "kernel_headers": f"linux-headers-{KERNEL}",
     "time_sync": "chrony",
 }
@@ -257,6 +290,24 @@ def test_pins(pins: dict, expected: tuple[str, str, str]):
     assert (row["driver_pin"], row["cuda_pin"], row["stack_pin"]) == expected
 
 
+@pytest.mark.parametrize(
+    ("installed", "pin", "today", "expected"),
+    [
+        ("580.159.04", "550", date(2026, 12, 1), "R580 LTSB until 2028-06"),
+        ("535.230.02", "535", date(2026, 12, 1), "R535 LTSB until 2026-06 (past)"),
+        ("535.230.02", "535", date(2026, 6, 1), "R535 LTSB until 2026-06"),
+        (None, "595", date(2026, 12, 1), "R595 production branch until 2027-03"),
+        (None, None, date(2026, 12, 1), "-"),
+    ],
+)
+def test_driver_support_reads_the_driver_table(installed, pin, today, expected):
+    """The installed driver's branch, else the pinned one, in NVIDIA's lifecycle (h100fleet.probes.drivers)."""
+    hv = full_hostvars()
+    hv["ansible_local"]["h100fleet_driver"]["installed_version"] = installed
+    hv["h100fleet_driver_branch"] = pin
+    assert summary.node_row("gpu-a01", hv, "ok", today)["driver_support"] == expected
+
+
 def test_row_from_a_real_fact_of_a_node_without_gpus(tmp_path: Path):
     # The fact as facts.collect() writes it on a machine with no GPU (as in the container test fleet).
     (tmp_path / "sys/firmware").mkdir(parents=True)
@@ -348,9 +399,9 @@ def test_rows_empty():
 
 HEADER = (
     "| node | status | OS | kernel | GPUs | NVSwitch | Secure Boot | driver installed | NVIDIA module | driver pin | "
-    "CUDA pin | stack pin | kernel headers | time sync |"
+    "driver support | CUDA pin | stack pin | stack installed | trainer | step | kernel headers | time sync |"
 )
-SEPARATOR = "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"
+SEPARATOR = "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"
 
 
 def unescaped_pipes(line: str) -> int:
@@ -363,9 +414,9 @@ def test_markdown_exact():
         f"{HEADER}\n"
         f"{SEPARATOR}\n"
         "| gpu-a01 | ok | Debian 12.8 | 6.1.0-28-amd64 | 8x NVIDIA H100 80GB HBM3 | 4 | enabled | "
-        "550.163.01 (open, held) | 550.163.01 | 550 | 12.4 | torch2.3-unsloth2024.8-py310 | "
-        "linux-headers-6.1.0-28-amd64 | chrony |\n"
-        "| gpu-b01 | failed | - | - | - | - | - | - | - | - | - | - | - | - |\n"
+        "550.163.01 (open, held) | 550.163.01 | 550 | R550 unsupported | 12.4 | torch2.3-unsloth2024.8-py310 | "
+        "torch2.3-unsloth2024.8-py310 | running (training) | 37 of 512 | linux-headers-6.1.0-28-amd64 | chrony |\n"
+        "| gpu-b01 | failed | - | - | - | - | - | - | - | - | - | - | - | - | - | - | - | - |\n"
         "\n"
         "1 of 2 nodes ok.\n"
     )
@@ -391,7 +442,7 @@ def test_markdown_escapes_pipes():
 
 
 def test_markdown_missing_keys_show_as_dash():
-    assert summary.markdown([{"node": "n1", "status": "ok"}]).splitlines()[2] == "| n1 | ok |" + " - |" * 12
+    assert summary.markdown([{"node": "n1", "status": "ok"}]).splitlines()[2] == "| n1 | ok |" + " - |" * 16
 
 
 def test_markdown_stringifies_values():
@@ -421,3 +472,57 @@ def test_driver_installed_column():
     assert summary.node_row("n", hv, "ok")["driver_installed"] == "550.163.01 (open)"
     del hv["ansible_local"]["h100fleet_driver"]
     assert summary.node_row("n", hv, "ok")["driver_installed"] == "-"
+
+
+# --- stack and training service ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("fact", "expected"),
+    [
+        ({"id": "torch2.6-transformers5.17-py313"}, "torch2.6-transformers5.17-py313"),
+        ({"id": None, "active": None}, "none"),
+        ({}, "-"),
+        ("Failure executing fact script (h100fleet_stack.fact)", "-"),
+    ],
+)
+def test_stack_installed(fact: Any, expected: str):
+    hv = full_hostvars()
+    hv["ansible_local"]["h100fleet_stack"] = fact
+    assert summary.node_row("gpu-a01", hv, "ok")["stack"] == expected
+
+
+@pytest.mark.parametrize(
+    ("unit", "status", "trainer", "step"),
+    [
+        (unit_result("active"), {"state": "training", "step": 3, "total_steps": 40}, "running (training)", "3 of 40"),
+        (unit_result("active"), {"state": "starting", "step": 0, "total_steps": None}, "running (starting)", "0"),
+        (unit_result("active"), None, "running", "-"),
+        (
+            unit_result("inactive"),
+            {"state": "finished", "step": 40, "total_steps": 40},
+            "inactive (finished)",
+            "40 of 40",
+        ),
+        (unit_result("inactive"), None, "inactive", "-"),
+        (unit_result("failed", result="exit-code"), {"state": "failed", "step": 7}, "failed (exit-code)", "7"),
+        (unit_result("inactive", load="not-found"), None, "-", "-"),
+        (None, None, "-", "-"),
+        ({"failed": True, "msg": "no systemd"}, None, "-", "-"),
+    ],
+)
+def test_trainer_and_step(unit: Any, status: Any, trainer: str, step: str):
+    hv = full_hostvars()
+    hv["__fleet_summary_trainer_unit"] = unit
+    hv["__fleet_summary_trainer_status"] = slurped(status) if status is not None else {"failed": True}
+    row = summary.node_row("gpu-a01", hv, "ok")
+    assert (row["trainer"], row["step"]) == (trainer, step)
+
+
+@pytest.mark.parametrize("content", ["", "bm90IGpzb24=", "W10=", "!!!"])
+def test_unreadable_status_file_shows_as_missing(content: str):
+    # "not json", a JSON list, and bytes that are not base64.
+    hv = full_hostvars()
+    hv["__fleet_summary_trainer_status"] = {"content": content}
+    row = summary.node_row("gpu-a01", hv, "ok")
+    assert (row["trainer"], row["step"]) == ("running", "-")

@@ -2,8 +2,14 @@
 
 from __future__ import annotations
 
+import json
+import subprocess
+from datetime import date
+
 import pytest
-from helpers import flat, run_preflight
+from helpers import GOOD_FACTS, REPO, ansible_env, flat, run_preflight
+
+from h100fleet.probes import drivers
 
 
 def preflight(extra: dict, facts: dict | None = None):
@@ -100,3 +106,47 @@ def test_unsupported_os_is_refused_by_name():
     assert "localhost runs Fedora 40, which nvidia_driver does not support (nvidia_driver_source is auto)" in flat(
         result
     )
+
+
+def test_default_550_passes_with_a_warning_that_names_the_supported_branches():
+    """R550 is no longer supported by NVIDIA: the preflight warns (names the supported branches) and goes on."""
+    result = preflight(node_fact())
+    assert result.returncode == 0, flat(result)
+    supported = drivers.lifecycle("550", date.today())["supported"]
+    assert (
+        "WARNING: localhost: nvidia_driver_version 550.163.01: driver branch R550 is no longer supported by NVIDIA"
+        in flat(result)
+    )
+    assert all(f"R{branch}" in flat(result) for branch in supported)
+
+
+@pytest.mark.parametrize("version", ["580", "580.159.04"])
+def test_580_passes_on_debian_13_through_nvidias_repository(version):
+    result = preflight({"nvidia_driver_version": version, "nvidia_driver_cuda_version": "13.0", **node_fact()})
+    assert result.returncode == 0, flat(result)
+    # auto takes NVIDIA's debian13 repository for a branch Debian's archive does not carry: its preflight ran.
+    assert "Preflight | Assert that NVIDIA's repository serves this node" in flat(result)
+    warns = drivers.lifecycle(version, date.today())["warning"] != ""
+    assert ("WARNING: localhost" in flat(result)) is warns
+
+
+@pytest.mark.parametrize(
+    "play",
+    [
+        {"roles": ["nvidia_repo"]},
+        {"tasks": [{"ansible.builtin.include_role": {"name": "nvidia_repo", "tasks_from": "repository"}}]},
+    ],
+    ids=["as-a-role", "tasks-from-a-play"],
+)
+def test_the_internal_repository_role_refuses_to_run_alone(tmp_path, play):
+    playbook = tmp_path / "alone.yml"
+    playbook.write_text(
+        json.dumps([{"name": "Alone", "hosts": "localhost", "connection": "local", "gather_facts": False, **play}])
+    )
+    env = ansible_env(ANSIBLE_LOCALHOST_WARNING="0")
+    extra = json.dumps({"ansible_facts": GOOD_FACTS, "nvidia_repo_base_url": "https://mirror.example.internal/cuda"})
+    result = subprocess.run(
+        ["ansible-playbook", str(playbook), "-e", extra], cwd=REPO, env=env, capture_output=True, text=True, check=False
+    )
+    assert result.returncode != 0
+    assert "nvidia_repo is an internal role of nvidia_driver and cuda_toolkit" in flat(result)

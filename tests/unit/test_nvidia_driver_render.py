@@ -16,14 +16,30 @@ from __future__ import annotations
 
 import configparser
 import json
-import re
 import shutil
 import subprocess
 import sys
+from datetime import date
 from pathlib import Path
 
 import pytest
 from helpers import REPO, ansible_env
+from test_nvidia_driver_packages import (
+    DEBIAN_12_AFTER,
+    DEBIAN_12_BEFORE,
+    DEBIAN_13_AFTER,
+    DEBIAN_13_BEFORE,
+    RHEL_AFTER,
+    RHEL_LOCKLIST,
+    RHEL_OFFER,
+    UBUNTU_AFTER,
+    UBUNTU_BEFORE,
+    UBUNTU_OFFER,
+    UBUNTU_OFFER_MATCHING,
+)
+
+from h100fleet.fleet import driver_packages as packages
+from h100fleet.probes import drivers
 
 PLAYBOOK = REPO / "tests" / "playbooks" / "nvidia_driver_render.yml"
 ROLE = REPO / "roles" / "nvidia_driver"
@@ -55,110 +71,6 @@ DEBIAN_13 = facts("Debian", "13.2", "Debian")
 
 HGX = {"nvswitch_count": 4}  # an HGX H100 8-GPU board
 PCIE = {"nvswitch_count": 0}
-
-# --- Recorded command output (fixtures) ---------------------------------------------------------------------
-# dpkg-query --showformat='${binary:Package} ${source:Package} ${Version} ${db:Status-Abbrev}\n'
-UBUNTU_BEFORE = [
-    "nvidia-utils-550 nvidia-graphics-drivers-550 550.144.03-0ubuntu1 hi ",
-    "libnvidia-compute-550:amd64 nvidia-graphics-drivers-550 550.144.03-0ubuntu1 hi ",
-    "nvidia-fabricmanager-550 fabricmanager 550.144.03-1 hi ",
-    "nvidia-kernel-common-550 nvidia-graphics-drivers-550 550.163.01-0ubuntu1 hi ",
-    "nvidia-container-toolkit nvidia-container-toolkit 1.17.8-1 hi ",
-    "nvidia-utils-535 nvidia-graphics-drivers-535 535.230.02-0ubuntu1 hi ",
-    "nvidia-headless-550-open nvidia-graphics-drivers-550 550.144.03-0ubuntu1 ii ",
-    "openssh-server openssh 1:9.6p1-3ubuntu13 hi ",
-]
-UBUNTU_AFTER = [
-    "nvidia-headless-550-open nvidia-graphics-drivers-550 550.163.01-0ubuntu1 ii ",
-    "nvidia-dkms-550-open nvidia-graphics-drivers-550 550.163.01-0ubuntu1 ii ",
-    "nvidia-utils-550 nvidia-graphics-drivers-550 550.163.01-0ubuntu1 ii ",
-    "libnvidia-compute-550:amd64 nvidia-graphics-drivers-550 550.163.01-0ubuntu1 ii ",
-    "nvidia-firmware-550-550.163.01 nvidia-graphics-drivers-550 550.163.01-0ubuntu1 ii ",
-    "nvidia-fabricmanager-550 fabricmanager 550.163.01-1 hi ",
-    "nvidia-container-toolkit nvidia-container-toolkit 1.17.8-1 ii ",
-    "nvidia-utils-535 nvidia-graphics-drivers-535 535.230.02-0ubuntu1 ii ",
-    "nvidia-kernel-source-550 nvidia-graphics-drivers-550 550.163.01-0ubuntu1 rc ",
-    "dkms dkms 3.0.11-1ubuntu13 ii ",
-]
-UBUNTU_HELD = [
-    "nvidia-headless-550-open",
-    "nvidia-dkms-550-open",
-    "nvidia-utils-550",
-    "libnvidia-compute-550:amd64",
-    "nvidia-firmware-550-550.163.01",
-    "nvidia-fabricmanager-550",
-]
-DEBIAN_13_BEFORE = [
-    "nvidia-smi nvidia-graphics-drivers 550.54.14-1 hi ",
-    "nvidia-persistenced nvidia-persistenced 550.163.01-1 hi ",
-    "nvidia-modprobe nvidia-modprobe 550.54.14-1 hi ",
-    "glx-alternative-nvidia glx-alternative-nvidia 1.2.2 ii ",
-]
-DEBIAN_13_AFTER = [
-    "nvidia-smi nvidia-graphics-drivers 550.163.01-2 ii ",
-    "libcuda1:amd64 nvidia-graphics-drivers 550.163.01-2 ii ",
-    "nvidia-open-kernel-dkms nvidia-open-gpu-kernel-modules 550.163.01-1 ii ",
-    "nvidia-persistenced nvidia-persistenced 550.163.01-1 hi ",
-    "nvidia-modprobe nvidia-modprobe 550.54.14-1 ii ",
-    "nvidia-kernel-support nvidia-graphics-drivers 550.163.01-2 ii ",
-]
-DEBIAN_12_BEFORE = [
-    "nvidia-smi nvidia-graphics-drivers 550.144.03-1 hi ",
-    "nvidia-container-toolkit nvidia-container-toolkit 1.17.8-1 hi ",
-    "libcuda1:amd64 nvidia-graphics-drivers 550.144.03-1 hi ",
-]
-DEBIAN_12_AFTER = [
-    "nvidia-driver-cuda nvidia-graphics-drivers 550.163.01-1 ii ",
-    "libcuda1:amd64 nvidia-graphics-drivers 550.163.01-1 ii ",
-    "libnvidia-ml1:amd64 nvidia-graphics-drivers 550.163.01-1 ii ",
-    "nvidia-kernel-open-dkms nvidia-open-gpu-kernel-modules 550.163.01-1 ii ",
-    "nvidia-fabricmanager-550 fabricmanager 550.163.01-1 ii ",
-    "nvidia-container-toolkit nvidia-container-toolkit 1.17.8-1 ii ",
-    "dkms dkms 3.0.10-8+deb12u1 ii ",
-]
-# rpm --query --all --queryformat '%{NAME} %{VERSION}-%{RELEASE}\n'
-RHEL_AFTER = [
-    "kmod-nvidia-open-dkms 550.163.01-1.el9",
-    "nvidia-driver-cuda 550.163.01-1.el9",
-    "nvidia-driver-cuda-libs 550.163.01-1.el9",
-    "nvidia-kmod-common 550.163.01-1.el9",
-    "nvidia-persistenced 550.163.01-1.el9",
-    "nvidia-fabric-manager 550.163.01-1",
-    "nvidia-container-toolkit 1.17.8-1",
-    "dnf-plugin-nvidia 2.2-1.el9",
-    "kernel 5.14.0-427.13.1.el9_4",
-    "dkms 3.1.5-1.el9",
-]
-# dnf --quiet versionlock list
-RHEL_LOCKLIST = [
-    "nvidia-driver-cuda-3:550.144.03-1.el9.*",
-    "kmod-nvidia-open-dkms-3:550.144.03-1.el9.*",
-    "nvidia-fabric-manager-0:550.144.03-1.*",
-    "nvidia-driver-cuda-libs-3:550.163.01-1.el9.*",
-    "nvidia-container-toolkit-0:1.17.8-1.*",
-    "cuda-toolkit-12-4-0:12.4.1-1.*",
-    "kernel-0:5.14.0-427.13.1.el9_4.*",
-]
-# apt-cache madison nvidia-utils-550 nvidia-fabricmanager-550 (NVIDIA's repository and Ubuntu's archive)
-UBUNTU_OFFER = [
-    f" nvidia-utils-550 | 550.170.02-0ubuntu1 | {NVIDIA}/ubuntu2204/x86_64  Packages",
-    f" nvidia-utils-550 | 550.163.01-0ubuntu1 | {NVIDIA}/ubuntu2204/x86_64  Packages",
-    " nvidia-utils-550 | 550.163.01-0ubuntu0.22.04.1 | http://archive.ubuntu.com/ubuntu jammy-updates/restricted amd64"
-    " Packages",
-    f" nvidia-fabricmanager-550 | 550.170.02-1 | {NVIDIA}/ubuntu2204/x86_64  Packages",
-    f" nvidia-fabricmanager-550 | 550.144.03-1 | {NVIDIA}/ubuntu2204/x86_64  Packages",
-]
-UBUNTU_OFFER_MATCHING = [
-    *UBUNTU_OFFER,
-    f" nvidia-fabricmanager-550 | 550.163.01-1 | {NVIDIA}/ubuntu2204/x86_64  Packages",
-]
-# dnf --quiet repoquery --queryformat '%{name} | %{version}-%{release} |' nvidia-driver-cuda nvidia-fabric-manager
-RHEL_OFFER = [
-    "nvidia-driver-cuda | 550.144.03-1.el9 |",
-    "nvidia-driver-cuda | 550.163.01-1.el9 |",
-    "nvidia-fabric-manager | 550.144.03-1 |",
-    "nvidia-fabric-manager | 550.163.01-1 |",
-]
 
 # Cases that must pass the preflight and render: id -> (facts, hardware fact, settings).
 RENDERED = {
@@ -229,6 +141,36 @@ RENDERED = {
         HGX,
         {"nvidia_driver_module_flavor": "proprietary", "nvidia_driver_fabricmanager": "never"},
     ),
+    # Debian 13 from NVIDIA's debian13 repository: asked for, or (auto) for a branch Debian's archive lacks.
+    "debian-13-nvidia-source": (DEBIAN_13, PCIE, {"nvidia_driver_source": "nvidia"}),
+    # 580 (R580 LTSB, CUDA 13) on every OS path, as 550.
+    "ubuntu-22.04-580": (
+        UBUNTU_2204,
+        HGX,
+        {
+            "nvidia_driver_version": "580.159.04",
+            "nvidia_driver_cuda_version": "13.0",
+            "fixture_installed": "580.159.04-0ubuntu1",
+        },
+    ),
+    "ubuntu-24.04-580-branch": (UBUNTU_2404, PCIE, {"nvidia_driver_version": "580"}),
+    "debian-12-580": (DEBIAN_12, HGX, {"nvidia_driver_version": "580.159.04", "fixture_installed": "580.159.04-1"}),
+    "debian-13-580": (DEBIAN_13, PCIE, {"nvidia_driver_version": "580.159.04", "nvidia_driver_cuda_version": "13.0"}),
+    "debian-13-580-hgx": (DEBIAN_13, HGX, {"nvidia_driver_version": "580.159.04", "fixture_installed": "580.159.04-1"}),
+    "rhel-9-580": (
+        RHEL_9,
+        HGX,
+        {
+            "nvidia_driver_version": "580.159.04",
+            "nvidia_driver_cuda_version": "13.0",
+            "fixture_installed": "580.159.04-1.el9",
+        },
+    ),
+    "rocky-9-580-proprietary": (
+        ROCKY_9,
+        PCIE,
+        {"nvidia_driver_version": "580", "nvidia_driver_module_flavor": "proprietary"},
+    ),
 }
 
 # Cases the role must refuse: id -> (facts, hardware fact, settings, words of the message). "{case}" is the host.
@@ -240,15 +182,16 @@ REFUSED = {
         facts("Debian", "11.11", "Debian"),
         PCIE,
         {},
-        "{case} runs Debian 11.11, which nvidia_driver does not support (nvidia_driver_source is auto). NVIDIA's "
-        'repository (distribution: major version: repository): {"Debian": {"12": "debian12"}',
+        "{case} runs Debian 11.11, which nvidia_driver does not support (nvidia_driver_source is auto): NVIDIA's CUDA "
+        "repository serves Debian 12, Debian 13, Ubuntu 22, Ubuntu 24, RedHat 9, Rocky 9, AlmaLinux 9.",
     ),
     "debian-12-debian-source": (
         DEBIAN_12,
         PCIE,
         {"nvidia_driver_source": "debian"},
-        "nvidia_driver_source is debian, but {case} runs Debian 12.8: only the archive of Debian 13 carries the 550 "
-        "driver (Debian 12 has 535). Use Debian 13, or set nvidia_driver_source to nvidia",
+        "nvidia_driver_source is debian, but {case} runs Debian 12.8 and nvidia_driver_version is 550.163.01: the "
+        "Debian archive carries the driver only on Debian 13 (branch 550) (Debian 12 has 535). Use one of those, or "
+        "set nvidia_driver_source to nvidia (NVIDIA's repository) or auto.",
     ),
     "ubuntu-debian-source": (
         UBUNTU_2204,
@@ -256,11 +199,19 @@ REFUSED = {
         {"nvidia_driver_source": "debian"},
         "nvidia_driver_source is debian, but {case} runs Ubuntu 22.04",
     ),
-    "debian-13-nvidia-source": (
+    "debian-13-580-debian-source": (
         DEBIAN_13,
         PCIE,
-        {"nvidia_driver_source": "nvidia"},
-        "{case} runs Debian 13.2, which nvidia_driver does not support (nvidia_driver_source is nvidia)",
+        {"nvidia_driver_version": "580", "nvidia_driver_source": "debian"},
+        "nvidia_driver_source is debian, but {case} runs Debian 13.2 and nvidia_driver_version is 580: the Debian "
+        "archive carries the driver only on Debian 13 (branch 550)",
+    ),
+    "cuda-13-on-550": (
+        UBUNTU_2204,
+        PCIE,
+        {"nvidia_driver_cuda_version": "13.0"},
+        "nvidia_driver_version 550.163.01 cannot run CUDA 13.0, which needs a driver >= 580.65.06: choose branch 580 "
+        "or newer",
     ),
     "aarch64": ({**UBUNTU_2204, "architecture": "aarch64"}, PCIE, {}, "{case} is aarch64; nvidia_driver installs the"),
     "base-url-no-scheme": (
@@ -363,6 +314,11 @@ def entries(text: str) -> list[str]:
         ("rocky-9-proprietary", "nvidia", "nvidia-RedHat.yml", "install-RedHat.yml"),
         ("alma-9-branch-fm-always", "nvidia", "nvidia-RedHat.yml", "install-RedHat.yml"),
         ("debian-13", "debian", "debian-Debian.yml", "install-Debian.yml"),
+        ("debian-13-nvidia-source", "nvidia", "nvidia-Debian.yml", "install-Debian.yml"),
+        ("debian-13-580", "nvidia", "nvidia-Debian.yml", "install-Debian.yml"),
+        ("ubuntu-22.04-580", "nvidia", "nvidia-Ubuntu.yml", "install-Debian.yml"),
+        ("debian-12-580", "nvidia", "nvidia-Debian.yml", "install-Debian.yml"),
+        ("rhel-9-580", "nvidia", "nvidia-RedHat.yml", "install-RedHat.yml"),
     ],
 )
 def test_source_and_files_are_chosen_per_os(run, case, source, vars_file, install_tasks):
@@ -465,6 +421,55 @@ def test_source_and_files_are_chosen_per_os(run, case, source, vars_file, instal
             "nvidia-smi",
             "nvidia-current",
         ),
+        (
+            "ubuntu-22.04-580",
+            [
+                "nvidia-headless-580-open=580.159.04-*",
+                "nvidia-utils-580=580.159.04-*",
+                "libnvidia-compute-580=580.159.04-*",
+                "nvidia-compute-utils-580=580.159.04-*",
+            ],
+            "nvidia-utils-580",
+            "nvidia",
+        ),
+        (
+            "ubuntu-24.04-580-branch",
+            ["nvidia-headless-580-open", "nvidia-utils-580", "libnvidia-compute-580", "nvidia-compute-utils-580"],
+            "nvidia-utils-580",
+            "nvidia",
+        ),
+        (
+            "debian-12-580",
+            [
+                "nvidia-kernel-open-dkms=580.159.04-*",
+                "nvidia-driver-cuda=580.159.04-*",
+                "nvidia-persistenced=580.159.04-*",
+            ],
+            "nvidia-driver-cuda",
+            "nvidia-current-open",
+        ),
+        (
+            "debian-13-580",
+            [
+                "nvidia-kernel-open-dkms=580.159.04-*",
+                "nvidia-driver-cuda=580.159.04-*",
+                "nvidia-persistenced=580.159.04-*",
+            ],
+            "nvidia-driver-cuda",
+            "nvidia-current-open",
+        ),
+        (
+            "rhel-9-580",
+            ["kmod-nvidia-open-dkms-580.159.04", "nvidia-driver-cuda-580.159.04", "nvidia-persistenced-580.159.04"],
+            "nvidia-driver-cuda",
+            "nvidia-open",
+        ),
+        (
+            "rocky-9-580-proprietary",
+            ["kmod-nvidia-latest-dkms", "nvidia-driver-cuda", "nvidia-persistenced"],
+            "nvidia-driver-cuda",
+            "nvidia",
+        ),
     ],
 )
 def test_package_specs_per_os_and_flavor(run, case, specs, version_package, dkms_module):
@@ -478,41 +483,38 @@ def test_no_desktop_driver_metapackage_is_installed(run):
     """cuda-drivers, nvidia-driver-550-open, nvidia-open, nvidia-driver (Debian) pull Xorg onto a compute node."""
     for case in RENDERED:
         resolved, _ = rendered(run, case)
-        names = {spec.split("=")[0].removesuffix("-550.163.01") for spec in resolved["install_specs"]}
+        names = {
+            spec.split("=")[0].removesuffix("-550.163.01").removesuffix("-580.159.04")
+            for spec in resolved["install_specs"]
+        }
         assert not names & DESKTOP, (case, names)
 
 
-DESKTOP = {"cuda-drivers", "cuda-drivers-550", "nvidia-driver", "nvidia-driver-550", "nvidia-driver-550-open"}
-DESKTOP |= {"nvidia-open", "nvidia-open-550", "nvidia-driver-libs", "xserver-xorg-video-nvidia-550"}
-
-
-@pytest.mark.parametrize(
-    ("case", "regex", "matches", "misses"),
-    [
-        ("ubuntu-22.04", r"^550\.163\.01\-[^ ]*$", ["550.163.01-0ubuntu1", "550.163.01-1"], ["550.170.02-0ubuntu1"]),
-        ("ubuntu-24.04-branch", r"^550\.[^ ]*$", ["550.170.02-0ubuntu1", "550.54.15-1"], ["555.42.02-1", "5500.1-1"]),
-        ("rhel-9", r"^550\.163\.01\-[^ ]*$", ["550.163.01-1.el9"], ["550.163.010-1.el9", "550.144.03-1.el9"]),
-    ],
-)
-def test_version_regex_for_checks(run, case, regex, matches, misses):
-    resolved, _ = rendered(run, case)
-    assert resolved["version_regex"] == regex
-    assert all(re.match(regex, v) for v in matches)
-    assert not any(re.match(regex, v) for v in misses)
+DESKTOP = {"cuda-drivers", "nvidia-driver", "nvidia-open", "nvidia-driver-libs"}
+DESKTOP |= {f"{name}-{b}" for b in (550, 580) for name in ("cuda-drivers", "nvidia-driver", "nvidia-open")}
+DESKTOP |= {"nvidia-driver-550-open", "nvidia-driver-580-open", "xserver-xorg-video-nvidia-550"}
 
 
 # --- NVIDIA's repository -------------------------------------------------------------------------------------
 
 
 @pytest.mark.parametrize(
-    ("case", "repo_dir"),
-    [("ubuntu-22.04", "ubuntu2204"), ("ubuntu-24.04-proprietary", "ubuntu2404"), ("debian-12", "debian12")],
+    ("case", "repo_dir", "key"),
+    [
+        ("ubuntu-22.04", "ubuntu2204", "3bf863cc.pub"),
+        ("ubuntu-24.04-proprietary", "ubuntu2404", "3bf863cc.pub"),
+        ("debian-12", "debian12", "3bf863cc.pub"),
+        ("debian-12-580", "debian12", "3bf863cc.pub"),
+        ("debian-13-580", "debian13", "8793F200.pub"),
+        ("debian-13-nvidia-source", "debian13", "8793F200.pub"),
+    ],
 )
-def test_apt_nodes_get_nvidia_flat_repository_signed_by_its_key(run, case, repo_dir):
+def test_apt_nodes_get_nvidia_flat_repository_signed_by_its_key(run, case, repo_dir, key):
+    """Debian 13's repository is signed by its own key (8793F200), the others by 3bf863cc."""
     resolved, out = rendered(run, case)
     url = f"{NVIDIA}/{repo_dir}/x86_64"
     assert resolved["repo_url"] == url
-    assert resolved["key_url"] == f"{url}/3bf863cc.pub"
+    assert resolved["key_url"] == f"{url}/{key}"
     assert resolved["keyring"] == APT_KEYRING
     assert resolved["repo_file"] == f"/etc/apt/sources.list.d/cuda-{repo_dir}-x86_64.sources"
     sources = (out / "repository").read_text()
@@ -531,7 +533,7 @@ def test_mirror_base_url_flows_into_repository_and_key(run):
     assert "baseurl=https://sync.example.internal/cuda/rhel9/x86_64\n" in (out / "repository").read_text()
 
 
-@pytest.mark.parametrize("case", ["rhel-9", "rocky-9-proprietary", "alma-9-branch-fm-always"])
+@pytest.mark.parametrize("case", ["rhel-9", "rocky-9-proprietary", "alma-9-branch-fm-always", "rhel-9-580"])
 def test_el9_nodes_get_nvidia_rhel9_repository_with_gpg_check(run, case):
     resolved, out = rendered(run, case)
     url = f"{NVIDIA}/rhel9/x86_64"
@@ -549,9 +551,10 @@ def test_el9_nodes_get_nvidia_rhel9_repository_with_gpg_check(run, case):
         "gpgcheck": "1",
         "gpgkey": f"file://{DNF_KEYRING}",
     }
-    # The install tasks trust that key and lock versions with dnf's versionlock plugin.
+    # The internal role trusts that key; the install tasks lock versions with dnf's versionlock plugin.
+    repository = (REPO / "roles" / "nvidia_repo" / "tasks" / "repository.yml").read_text()
+    assert "ansible.builtin.rpm_key:\n    key: \"{{ __nvidia_repo['keyring'] }}\"" in repository
     install = (ROLE / "tasks" / "install-RedHat.yml").read_text()
-    assert 'key: "{{ __nvidia_driver_nvidia_keyring }}"' in install
     assert "name: python3-dnf-plugin-versionlock" in install
     assert "community.general.dnf_versionlock:" in install
     # What the repository offers is read past the locks (the plugin hides every version but a locked one).
@@ -594,6 +597,8 @@ CUDA_TOOLKIT_CASES = {
     "debian-12-mirror-proprietary": (DEBIAN_12, {"cuda_toolkit_nvidia_repo_base_url": MIRROR}),
     "rhel-9": (RHEL_9, {}),
     "rocky-9-proprietary": (ROCKY_9, {}),
+    "debian-13-580": (DEBIAN_13, {"cuda_toolkit_source": "nvidia"}),
+    "rhel-9-580": (RHEL_9, {}),
 }
 
 
@@ -662,40 +667,6 @@ def test_debian_13_pin_is_by_source_package(run):
         "Pin: version 550.163.01-*",
         "Pin-Priority: 1001",
     ]
-
-
-@pytest.mark.parametrize(
-    ("case", "release", "hold"),
-    [
-        (
-            "ubuntu-22.04",
-            ["nvidia-utils-550", "libnvidia-compute-550:amd64", "nvidia-fabricmanager-550"],
-            UBUNTU_HELD,
-        ),
-        (
-            "debian-12",
-            ["nvidia-smi", "libcuda1:amd64"],
-            [
-                "nvidia-driver-cuda",
-                "libcuda1:amd64",
-                "libnvidia-ml1:amd64",
-                "nvidia-kernel-open-dkms",
-                "nvidia-fabricmanager-550",
-            ],
-        ),
-        (
-            "debian-13",
-            ["nvidia-smi"],
-            ["nvidia-smi", "libcuda1:amd64", "nvidia-open-kernel-dkms", "nvidia-persistenced", "nvidia-kernel-support"],
-        ),
-    ],
-)
-def test_holds_released_and_set_only_on_the_drivers_packages(run, case, release, hold):
-    """Released: held driver packages at another driver version; never nvidia-container-toolkit, another branch or
-    packages outside the driver. Held: the driver's installed packages at the configured version."""
-    resolved, _ = rendered(run, case)
-    assert resolved["apt_release"] == release
-    assert resolved["apt_hold"] == hold
 
 
 def apt_sandbox(tmp: Path, packages: list[tuple[str, str, str]], installed: list[tuple[str, str]], pref: str):
@@ -818,7 +789,13 @@ def test_apt_keeps_debian_13_packages_at_the_version_with_the_source_pin(run, tm
 
 @pytest.mark.parametrize(
     ("case", "stream"),
-    [("rhel-9", "550-open"), ("rocky-9-proprietary", "550-dkms"), ("alma-9-branch-fm-always", "550-open")],
+    [
+        ("rhel-9", "550-open"),
+        ("rocky-9-proprietary", "550-dkms"),
+        ("alma-9-branch-fm-always", "550-open"),
+        ("rhel-9-580", "580-open"),
+        ("rocky-9-580-proprietary", "580-dkms"),
+    ],
 )
 def test_el9_module_stream_per_flavor(run, case, stream):
     resolved, out = rendered(run, case)
@@ -831,23 +808,6 @@ def test_el9_module_stream_per_flavor(run, case, stream):
         "profiles": "",
         "state": "enabled",
     }
-
-
-def test_el9_versionlock_locks_the_drivers_packages_and_lifts_stale_locks(run):
-    resolved, _ = rendered(run, "rhel-9")
-    assert resolved["dnf_lock"] == [
-        "kmod-nvidia-open-dkms-550.163.01-1.el9",
-        "nvidia-driver-cuda-550.163.01-1.el9",
-        "nvidia-driver-cuda-libs-550.163.01-1.el9",
-        "nvidia-kmod-common-550.163.01-1.el9",
-        "nvidia-persistenced-550.163.01-1.el9",
-        "nvidia-fabric-manager-550.163.01-1",
-    ]
-    assert resolved["dnf_unlock"] == [
-        "nvidia-driver-cuda-3:550.144.03-1.el9.*",
-        "kmod-nvidia-open-dkms-3:550.144.03-1.el9.*",
-        "nvidia-fabric-manager-0:550.144.03-1.*",
-    ]
 
 
 def test_el9_initramfs_is_regenerated_with_dracut(run):
@@ -868,6 +828,11 @@ def test_el9_initramfs_is_regenerated_with_dracut(run):
         ("rhel-9", True, "nvidia-fabric-manager", "nvidia-fabric-manager-550.163.01"),
         ("alma-9-branch-fm-always", True, "nvidia-fabric-manager", None),
         ("debian-13-proprietary-hgx-fm-never", False, "", None),
+        ("ubuntu-22.04-580", True, "nvidia-fabricmanager-580", "nvidia-fabricmanager-580=580.159.04-*"),
+        ("debian-12-580", True, "nvidia-fabricmanager-580", "nvidia-fabricmanager-580=580.159.04-*"),
+        ("debian-13-580-hgx", True, "nvidia-fabricmanager-580", "nvidia-fabricmanager-580=580.159.04-*"),
+        # From R580 NVIDIA's RPM is nvidia-fabricmanager (before: nvidia-fabric-manager).
+        ("rhel-9-580", True, "nvidia-fabricmanager", "nvidia-fabricmanager-580.159.04"),
     ],
 )
 def test_fabric_manager_on_nvswitch_nodes_at_the_installed_driver_version(run, case, wanted, package, spec):
@@ -877,26 +842,38 @@ def test_fabric_manager_on_nvswitch_nodes_at_the_installed_driver_version(run, c
     assert resolved["fabricmanager_spec"] == spec
 
 
-def test_repository_offers_are_read_from_madison_and_repoquery(run):
-    ubuntu, _ = rendered(run, "ubuntu-22.04")
-    assert ubuntu["offered_driver"] == ["550.170.02-0ubuntu1", "550.163.01-0ubuntu1", "550.163.01-0ubuntu0.22.04.1"]
-    assert ubuntu["offered_fabricmanager"] == ["550.170.02-1", "550.144.03-1"]
-    assert ubuntu["offers_driver"] is True
-    # No fabric manager 550.163.01 in the repository: the install stops before any package changes.
-    assert ubuntu["offers_fabricmanager"] is False
-    assert ubuntu["offers_fabricmanager_installed"] is False
-    assert rendered(run, "ubuntu-22.04-fm-offered")[0]["offers_fabricmanager"] is True
-    # A branch resolves to the newest 550 (550.170.02), for which fabric manager is offered.
-    assert rendered(run, "ubuntu-24.04-branch")[0]["offers_fabricmanager_installed"] is True
-    rhel, _ = rendered(run, "rhel-9")
-    assert rhel["offered_driver"] == ["550.144.03-1.el9", "550.163.01-1.el9"]
-    assert (rhel["offers_driver"], rhel["offers_fabricmanager"], rhel["offers_fabricmanager_installed"]) == (
-        True,
-        True,
-        True,
-    )
-    # Nothing offered (an empty mirror): refused, not installed blindly.
-    assert rendered(run, "rocky-9-proprietary")[0]["offers_driver"] is False
+# --- The role's variables call the package selection and the driver table ----------------------------------------
+
+
+@pytest.mark.parametrize("case", ["ubuntu-22.04", "debian-12", "debian-13", "rhel-9"])
+def test_role_selections_are_the_package_functions(run, case):
+    """The role's expressions over recorded command output give what h100fleet.fleet.driver_packages gives
+    (whose cases are tests/unit/test_nvidia_driver_packages.py)."""
+    resolved, _ = rendered(run, case)
+    node, _, settings = RENDERED[case]
+    version = settings.get("nvidia_driver_version", "550.163.01")
+    names, sources = resolved["pin_names"], resolved["pin_sources"]
+    if node["os_family"] == "Debian":
+        assert resolved["apt_release"] == packages.apt_release(settings["fixture_before"], version, names, sources)
+        assert resolved["apt_hold"] == packages.apt_hold(settings["fixture_after"], version, names, sources)
+        assert resolved["apt_hold"]  # the fixture has driver packages to hold
+    else:
+        assert resolved["dnf_lock"] == packages.dnf_lock(settings["fixture_after"], version, names)
+        assert resolved["dnf_unlock"] == packages.dnf_unlock(settings["fixture_locklist"], version, names)
+        assert resolved["dnf_lock"] and resolved["dnf_unlock"]
+    if "fixture_offer" in settings:
+        assert resolved["offered_driver"] == packages.offered(settings["fixture_offer"], resolved["version_package"])
+        assert resolved["offers_driver"] is packages.offers(resolved["offered_driver"], version)
+    assert resolved["version_glob"] == packages.version_glob(version)
+
+
+@pytest.mark.parametrize("case", ["ubuntu-22.04", "ubuntu-22.04-580", "debian-13", "rhel-9-580"])
+def test_role_reads_the_driver_table(run, case):
+    resolved, _ = rendered(run, case)
+    _, _, settings = RENDERED[case]
+    version = settings.get("nvidia_driver_version", "550.163.01")
+    cuda = settings.get("nvidia_driver_cuda_version", "12.4")
+    assert resolved["check"] == drivers.driver_check(version, cuda, date.today())
 
 
 def test_fabric_manager_is_held_with_the_driver(run):

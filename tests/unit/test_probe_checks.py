@@ -6,13 +6,13 @@ import copy
 import json
 import re
 from dataclasses import replace
+from datetime import date
 from pathlib import Path
 
 import pynvml
 import pytest
-import yaml
 
-from h100fleet.probes import checks
+from h100fleet.probes import checks, drivers
 from h100fleet.probes.checks import Expectations, evaluate
 from h100fleet.probes.result import Check, Report, Status, worst
 
@@ -97,7 +97,9 @@ def test_healthy_checks_exact():
         Check("gpu_count", Status.OK, 8, 8, "", "8 of 8 expected GPUs visible"),
         Check("driver_version", Status.OK, "550.163.01", "550", "", "branch 550"),
         Check("cuda_driver_version", Status.OK, "12.4", "12.4", ""),
-        Check("gpu_model[0]", Status.OK, "NVIDIA H100 80GB HBM3", "H100", ""),
+        Check(
+            "gpu_model[0]", Status.OK, "NVIDIA H100 80GB HBM3", "hopper", "", "H100 SXM5: thresholds from the SKU table"
+        ),
         Check("compute_capability[0]", Status.OK, "9.0", "9.0", ""),
         Check("persistence_mode[0]", Status.OK, True, True, ""),
         Check("ecc_mode[0]", Status.OK, True, True, ""),
@@ -186,12 +188,14 @@ def test_a100():
         cc = by_name(result)[f"compute_capability[{i}]"]
         assert (cc.value, cc.threshold, cc.detail) == ("8.0", "9.0", "8.0, expected 9.0")
         model = by_name(result)[f"gpu_model[{i}]"]
-        assert (model.value, model.threshold) == ("NVIDIA A100-SXM4-80GB", "H100")
+        assert (model.value, model.threshold) == ("NVIDIA A100-SXM4-80GB", "hopper")
+        assert model.detail == "NVIDIA A100-SXM4-80GB (compute capability 8.0) is not a Hopper GPU (9.0)"
     assert rep.exit_code == 2
     # 16 failures: the line names the first four and counts the rest.
     assert rep.summary_line() == (
-        "CRIT gpu-a01: 16 CRIT, 84 OK (6.1 s) - gpu_model[0]: NVIDIA A100-SXM4-80GB, expected H100; "
-        "compute_capability[0]: 8.0, expected 9.0; gpu_model[1]: NVIDIA A100-SXM4-80GB, expected H100; "
+        "CRIT gpu-a01: 16 CRIT, 84 OK (6.1 s) - gpu_model[0]: NVIDIA A100-SXM4-80GB (compute capability 8.0) is "
+        "not a Hopper GPU (9.0); compute_capability[0]: 8.0, expected 9.0; gpu_model[1]: NVIDIA A100-SXM4-80GB "
+        "(compute capability 8.0) is not a Hopper GPU (9.0); "
         "compute_capability[1]: 8.0, expected 9.0; +12 more"
     )
 
@@ -371,10 +375,14 @@ def test_cuda_min_driver_table_is_ordered():
 # --- per-GPU checks -------------------------------------------------------------------------------------------------
 
 
-def test_gpu_model_mismatch_on_one_gpu():
+def test_gpu_model_mixed_hopper_node_passes_by_default_and_fails_a_group_that_requires_one_sku():
     snap = load("healthy_h100_8gpu")
     snap["gpus"][2] = {**snap["gpus"][2], "name": "NVIDIA H200", "compute_capability": "9.0"}
-    assert failed(evaluate(snap)) == {"gpu_model[2]": "CRIT"}
+    assert failed(evaluate(snap)) == {}
+    assert by_name(evaluate(snap))["gpu_model[2]"].detail == "H200 SXM: thresholds from the SKU table"
+    result = evaluate(snap, Expectations(model_substring="NVIDIA H100 80GB HBM3"))
+    assert failed(result) == {"gpu_model[2]": "CRIT"}
+    assert by_name(result)["gpu_model[2]"].detail == "NVIDIA H200, expected NVIDIA H100 80GB HBM3"
 
 
 def test_persistence_off():
@@ -541,7 +549,8 @@ def test_clock_event_remedy_is_the_worst_reasons():
         ((1, 5, 5), Status.OK, "link max gen 5 of the GPU's gen 5; gen 1 now"),  # idle downshift
         ((4, 4, 5), Status.CRIT, "link max gen 4 of the GPU's gen 5; gen 4 now"),
         ((1, 4, 5), Status.CRIT, "link max gen 4 of the GPU's gen 5; gen 1 now"),
-        ((4, 4, None), Status.OK, "link max gen 4; gen 4 now; the GPU's own maximum not reported"),
+        # NVML lacks the GPU's own maximum: the SKU table's (H100 SXM5: gen 5) stands in.
+        ((4, 4, None), Status.CRIT, "link max gen 4 of the GPU's gen 5; gen 4 now"),
         ((None, 5, 5), Status.OK, "link max gen 5 of the GPU's gen 5"),
     ],
 )
@@ -550,7 +559,7 @@ def test_pcie_generation(gens: tuple, status: Status, detail: str):
     check = gpu0(
         "pcie_link_generation", pcie_link_gen_current=current, pcie_link_gen_max=link, pcie_link_gen_gpu_max=device
     )
-    assert (check.status, check.value, check.threshold, check.detail) == (status, link, device, detail)
+    assert (check.status, check.value, check.threshold, check.detail) == (status, link, device or 5, detail)
 
 
 @pytest.mark.parametrize(
@@ -753,10 +762,55 @@ def test_evaluate_does_not_change_the_snapshot():
     assert snap == before
 
 
-def test_cuda_minimum_drivers_agree_with_the_driver_role():
-    """The probe's remedy and nvidia_driver's preflight must name the same minimum driver for a CUDA version."""
-    role_vars = Path(__file__).resolve().parents[2] / "roles" / "nvidia_driver" / "vars" / "main.yml"
-    role_table = yaml.safe_load(role_vars.read_text())["__nvidia_driver_cuda_min_driver"]
-    shared = set(role_table) & set(checks.CUDA_MIN_DRIVER)
-    assert "12.4" in shared
-    assert {v: role_table[v] for v in shared} == {v: checks.CUDA_MIN_DRIVER[v] for v in shared}
+def test_no_minimum_cuda_checks_nothing():
+    check = checks.check_cuda_driver(load("healthy_h100_8gpu"), Expectations(min_cuda_driver=None))
+    assert (check.status, check.value, check.threshold) == (Status.OK, "12.4", None)
+
+
+# --- driver branch lifecycle (h100fleet.probes.drivers) -------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("driver", "today", "status", "words"),
+    [
+        ("550.163.01", date(2025, 1, 1), Status.WARN, "driver branch R550 is no longer supported by NVIDIA"),
+        ("535.230.02", date(2026, 6, 30), Status.OK, "R535 LTSB until 2026-06"),
+        ("535.230.02", date(2026, 7, 1), Status.WARN, "R535 (LTSB) reached its end of life in 2026-06"),
+        ("570.172.08", date(2026, 1, 1), Status.WARN, "driver branch R570 is no longer supported"),
+        ("580.159.04", date(2026, 12, 1), Status.OK, "R580 LTSB until 2028-06"),
+        ("595.45.04", date(2027, 4, 1), Status.WARN, "R595 (production branch) reached its end of life in 2027-03"),
+        ("640.10", date(2030, 1, 1), Status.OK, "R640 (not in the table)"),
+    ],
+)
+def test_driver_branch_past_end_of_life_warns_and_names_the_supported_ones(driver, today, status, words):
+    snap = {**load("healthy_h100_8gpu"), "driver_version": driver}
+    check = checks.check_driver_branch(snap, Expectations(today=today))
+    assert check.status is status
+    assert words in check.detail
+    if status is Status.WARN:
+        assert check.remedy.startswith("Plan a driver bump to a supported branch (")
+        supported = [f"R{b.branch}" for b in drivers.supported_branches(today)]
+        assert (
+            check.remedy
+            == f"Plan a driver bump to a supported branch ({', '.join(supported)}) with the rollout playbook."
+        )
+        assert all(name in check.detail for name in supported)
+
+
+def test_driver_branch_is_judged_only_with_a_date():
+    snap = load("healthy_h100_8gpu")
+    names = [c.name for c in evaluate(snap, Expectations())]
+    assert "driver_branch" not in names
+    dated = evaluate(snap, Expectations(today=date(2026, 12, 1)))
+    assert [c.name for c in dated][:4] == ["nvidia_gpu_visible", "gpu_count", "driver_version", "driver_branch"]
+    assert worst(c.status for c in dated) is Status.WARN  # the fixture runs 550.163.01
+
+
+def test_driver_branch_of_a_snapshot_without_a_driver_version_is_unknown():
+    snap = {**load("healthy_h100_8gpu"), "driver_version": None, "errors": {"driver_version": "NVML_ERROR_UNKNOWN"}}
+    assert checks.check_driver_branch(snap, Expectations(today=date(2026, 12, 1))).status is Status.UNKNOWN
+
+
+def test_cuda_remedy_reads_the_driver_table():
+    assert checks.CUDA_MIN_DRIVER is drivers.CUDA_MIN_DRIVER
+    assert checks.driver_for_cuda("13.0") == "driver branch 580 or newer (CUDA 13.0 needs >= 580.65.06)"

@@ -645,6 +645,7 @@ def test_fixtures_exist():
         "a100.json",
         "degraded_pcie.json",
         "ecc_errors.json",
+        "h200.json",
         "healthy_h100_8gpu.json",
         "no_gpu.json",
         "throttled.json",

@@ -51,8 +51,11 @@ def test_cli_nvml_only_on_a_healthy_recorded_node(capsys):
             "gpu-a01",
         ]
     )
-    assert code == 0
-    assert capsys.readouterr().out.startswith("OK gpu-a01: 100 OK")
+    # Healthy, but R550 is no longer supported by NVIDIA: the probe warns and names the supported branches.
+    assert code == 1
+    out = capsys.readouterr().out
+    assert out.startswith("WARN gpu-a01: 1 WARN, 100 OK")
+    assert "driver_branch: driver branch R550 is no longer supported by NVIDIA" in out
 
 
 def test_cli_a100_fails_on_compute_capability(capsys):

@@ -21,6 +21,7 @@ SEED_AS_WRITTEN = ROOT / "tests" / "fixtures" / "stacks" / "seed-as-written"
 SEED = "torch2.3-unsloth2024.8-py310"
 CURRENT = "torch2.11-unsloth2026.10-py312"
 ON_550 = "torch2.6-unsloth2026.10-py311"
+ON_313 = "torch2.6-transformers5.17-py313"
 INDEX = RecordedIndex(ROOT / "tests" / "fixtures" / "index")
 
 
@@ -107,7 +108,19 @@ def test_current_libraries_on_the_550_driver_pass():
     assert check(STACKS / ON_550) == []
 
 
-@pytest.mark.parametrize("stack_id", [SEED, CURRENT, ON_550])
+def test_hf_stack_for_python_3_13_on_the_550_driver_passes():
+    assert check(STACKS / ON_313) == []
+
+
+def test_hf_stack_for_python_3_13_refuses_xformers_without_a_cp313_wheel(copy):
+    # The reason this stack leaves Unsloth out: its xformers for torch 2.6 has no wheel for Python 3.13.
+    stack = copy(ON_313)
+    for lock in stack.glob("lock-py*.txt"):
+        lock.write_text(lock.read_text() + "xformers==0.0.29.post3 \\\n    --hash=sha256:" + "0" * 64 + "\n")
+    assert any("xformers==0.0.29.post3" in f.message for f in errors(check(stack), "wheels"))
+
+
+@pytest.mark.parametrize("stack_id", [SEED, CURRENT, ON_550, ON_313])
 def test_shipped_stack_is_complete(stack_id):
     stack = manifest.load(STACKS / stack_id)
     assert stack.exclude_newer, "shipped stacks resolve with a date cutoff"

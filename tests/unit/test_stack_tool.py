@@ -20,6 +20,7 @@ STACKS = ROOT / "files" / "stacks"
 SEED = "torch2.3-unsloth2024.8-py310"
 CURRENT = "torch2.11-unsloth2026.10-py312"
 ON_550 = "torch2.6-unsloth2026.10-py311"
+ON_313 = "torch2.6-transformers5.17-py313"
 RECORDED = str(ROOT / "tests" / "fixtures" / "index")
 
 
@@ -65,7 +66,7 @@ def test_manifest_needs_requirements(tmp_path):
 
 def test_discover_finds_the_shipped_stacks():
     stacks = manifest.discover(STACKS)
-    assert set(stacks) == {SEED, CURRENT, ON_550}
+    assert set(stacks) == {SEED, CURRENT, ON_550, ON_313}
     assert stacks[ON_550].python == ["3.11", "3.12"] and stacks[ON_550].cuda_runtime == "12.4"
     assert stacks[SEED].python == ["3.10", "3.11"] and stacks[SEED].min_driver == "550.54.15"
     assert stacks[CURRENT].min_driver == "580.65.06" and stacks[CURRENT].cuda_runtime == "13.0"

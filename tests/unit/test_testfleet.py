@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -99,12 +100,40 @@ def molecule_platforms():
 
 
 @pytest.mark.parametrize("platform", list(molecule_platforms()))
-def test_molecule_platforms_use_the_fleet_container_options(platform):
-    """Molecule's docker driver and `h100fleet testfleet up` must start nodes the same way."""
-    for key, value in nodes.CONTAINER_OPTIONS.items():
-        assert platform.get(key) == value, f"{platform['name']}: {key} is {platform.get(key)!r}, expected {value!r}"
-    assert platform["pre_build_image"] is True, "node images are built locally, never pulled"
+def test_molecule_platforms_name_a_local_image_and_nothing_else(platform):
+    """Molecule's nodes start as `h100fleet testfleet up` starts the demo's: the shared create step applies
+    CONTAINER_OPTIONS, so a platform that carried its own options would be ignored or drift."""
+    assert set(platform) <= {"name", "image", "groups"}, f"{platform['name']}: {sorted(platform)}"
     assert platform["image"] in {r.alias for r in images.RECIPES.values()}
+
+
+def test_molecule_scenarios_create_and_destroy_nodes_through_the_test_fleet():
+    base = yaml.safe_load((REPO / ".config" / "molecule" / "config.yml").read_text())
+    playbooks = base["provisioner"]["playbooks"]
+    assert playbooks == {
+        "create": "${MOLECULE_PROJECT_DIRECTORY}/.config/molecule/create.yml",
+        "destroy": "${MOLECULE_PROJECT_DIRECTORY}/.config/molecule/destroy.yml",
+    }
+    create = (REPO / ".config" / "molecule" / "create.yml").read_text()
+    assert "'testfleet', 'start'" in create
+    for path in sorted((REPO / "molecule").glob("*/molecule.yml")):
+        scenario = yaml.safe_load(path.read_text())
+        assert "playbooks" not in scenario.get("provisioner", {}), f"{path}: overrides the shared create/destroy"
+
+
+def test_start_runs_the_fleet_options_for_named_nodes(monkeypatch):
+    calls = []
+    monkeypatch.setattr(
+        nodes,
+        "run",
+        lambda argv, check=True: calls.append(argv) or subprocess.CompletedProcess(argv, 0, "running\n", ""),
+    )
+    assert nodes.up(["a", "b"], "h100fleet/node:trixie") == {"a": "running", "b": "running"}
+    started = [argv for argv in calls if argv[:2] == ["docker", "run"]]
+    assert started == [
+        nodes.docker_run_argv("a", "h100fleet/node:trixie"),
+        nodes.docker_run_argv("b", "h100fleet/node:trixie"),
+    ]
 
 
 def test_acng_config_points_at_the_reachable_mirror(tmp_path):

@@ -17,6 +17,7 @@ from h100fleet.trainer.config import ConfigError, from_dict
 REPO = Path(__file__).resolve().parents[2]
 MINIMAL = {"model": {"path": "/srv/model"}, "data": {"path": "/srv/data.jsonl"}}
 MODULES = "a non-empty list of distinct module names (e.g. [q_proj, k_proj, v_proj, o_proj])"
+LR = "a number in [1e-08, 0.1] (AdamW on LoRA weights: typically 1e-5 to 1e-3)"
 MODEL_DIR = "the directory of a locally staged model (config.json, tokenizer, weights)"
 
 
@@ -80,7 +81,7 @@ def test_a_hub_id_stays_as_written_only_when_downloads_are_allowed():
         ("lora", {"r": True}, "lora.r = true: expected a positive integer"),
         ("lora", {"r": 1.5}, "lora.r = 1.5: expected a positive integer"),
         ("lora", {"dropout": 1.0}, "lora.dropout = 1.0: expected a number in [0, 1)"),
-        ("lora", {"alpha": 0}, "lora.alpha = 0: expected a positive number"),
+        ("lora", {"alpha": 0}, "lora.alpha = 0: expected a number in (0, 4096]"),
         ("lora", {"target_modules": []}, f"lora.target_modules = []: expected {MODULES}"),
         ("lora", {"target_modules": ["q_proj", "q_proj"]},
          f'lora.target_modules = ["q_proj", "q_proj"]: expected {MODULES}'),
@@ -89,8 +90,18 @@ def test_a_hub_id_stays_as_written_only_when_downloads_are_allowed():
          'data.format = "sharegpt": expected one of "auto", "messages", "prompt_response"'),
         ("data", {"packing": "true"}, 'data.packing = "true": expected true or false'),
         ("train", {"backend": "vllm"}, 'train.backend = "vllm": expected one of "auto", "unsloth", "hf"'),
-        ("train", {"learning_rate": "fast"}, 'train.learning_rate = "fast": expected a positive number'),
-        ("train", {"learning_rate": -1e-4}, "train.learning_rate = -0.0001: expected a positive number"),
+        ("train", {"learning_rate": "fast"}, f'train.learning_rate = "fast": expected {LR}'),
+        ("train", {"learning_rate": -1e-4}, f"train.learning_rate = -0.0001: expected {LR}"),
+        # A slip of the exponent sign, as written in YAML (a string) and as a number.
+        ("train", {"learning_rate": "2e4"}, f'train.learning_rate = "2e4": expected {LR}'),
+        ("train", {"learning_rate": 2e4}, f"train.learning_rate = 20000.0: expected {LR}"),
+        ("train", {"learning_rate": 2e-14}, f"train.learning_rate = 2e-14: expected {LR}"),
+        ("train", {"learning_rate": float("nan")}, f"train.learning_rate = NaN: expected {LR}"),
+        ("train", {"epochs": 3e3}, "train.epochs = 3000.0: expected a number in (0, 1000]"),
+        ("train", {"weight_decay": 10}, "train.weight_decay = 10: expected a number in [0, 1]"),
+        ("train", {"max_grad_norm": 1e6}, "train.max_grad_norm = 1000000.0: expected a number in (0, 1000] or null"),
+        ("lora", {"alpha": 1.6e5}, "lora.alpha = 160000.0: expected a number in (0, 4096]"),
+        ("lora", {"dropout": -0.1}, "lora.dropout = -0.1: expected a number in [0, 1)"),
         ("train", {"auto_memory_fraction": 1.5}, "train.auto_memory_fraction = 1.5: expected a number in (0, 1]"),
         ("train", {"max_steps": 0}, "train.max_steps = 0: expected a positive integer or null"),
         ("train", {"warmup_steps": -1}, "train.warmup_steps = -1: expected an integer >= 0"),
@@ -126,7 +137,7 @@ def test_unknown_fields_are_named_with_a_suggestion():
         "train.batchsize = 4: expected a known field (one of: backend, device, dtype, output_dir, epochs, "
         "max_steps, batch_size, global_batch_size, gradient_accumulation_steps, gradient_checkpointing, "
         "auto_max_batch_size, auto_memory_fraction, learning_rate, lr_scheduler, warmup_steps, weight_decay, "
-        "max_grad_norm, seed; did you mean batch_size?)"
+        "max_grad_norm, seed, collective_timeout_s; did you mean batch_size?)"
     ]
     assert errors({**MINIMAL, "lorra": {"r": 8}}) == [
         'lorra = {"r": 8}: expected a known field (one of: checkpoint, data, lora, model, progress, stack_id, '
@@ -261,7 +272,7 @@ def test_cli_invalid_config_exits_78_with_one_line_per_problem(tmp_path):
     assert lines[0].endswith(
         f"ERROR h100fleet.trainer: config error in {path}: lora.r = 0: expected a positive integer"
     )
-    assert lines[1].endswith(f"config error in {path}: lora.alpha = -1: expected a positive number")
+    assert lines[1].endswith(f"config error in {path}: lora.alpha = -1: expected a number in (0, 4096]")
     assert lines[2].endswith("ERROR h100fleet.trainer: invalid config: exit 78 (not restarted)")
     assert cli("--config", str(path), "--check").returncode == 78
 

@@ -276,6 +276,25 @@ def test_a_tokenizer_without_chat_template_is_a_config_error(tmp_path, model, da
     ok(trainer(config))
 
 
+def test_a_changed_rank_is_refused_and_a_moved_checkpoint_dir_is_reported(tmp_path, model, dataset):
+    config = write_config(tmp_path / "run", model, dataset)
+    ok(trainer(config, "--stop-after", "2"))
+    ckdir = config.parent / "out" / "checkpoints"
+    changed = write_config(tmp_path / "run", model, dataset, lora={"r": 4})
+    result = trainer(changed)
+    assert result.returncode == 78, result.stderr[-3000:]
+    assert f"config error in {changed}: lora.r = 4: expected 64, the rank of the checkpoints in {ckdir} " in (
+        result.stderr
+    )
+    assert "Traceback" not in result.stderr and checkpoint.latest_valid(ckdir).step == 2
+
+    moved = write_config(tmp_path / "run", model, dataset, checkpoint={"dir": str(tmp_path / "run" / "out" / "ck2")})
+    log = ok(trainer(moved, "--stop-after", "1"))
+    warning = f"holds no checkpoint, but {ckdir} (newest: step 2) does: training starts over from step 0"
+    assert warning in log and "no checkpoint: from the start" in log
+    assert warning in status(moved)["warning"]
+
+
 # --- on a GPU ----------------------------------------------------------------------------------------------------
 
 

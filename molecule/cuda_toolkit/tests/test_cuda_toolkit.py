@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import os
 import re
 
 import pytest
-import testinfra.utils.ansible_runner
 
-testinfra_hosts = testinfra.utils.ansible_runner.AnsibleRunner(os.environ["MOLECULE_INVENTORY_FILE"]).get_hosts("all")
+from h100fleet.harness import testinfra
+
+testinfra_hosts = testinfra.hosts()
 
 VERSION = "12.4.131~12.4.1-2"
 ROOT = "/usr/local/cuda-12.4"

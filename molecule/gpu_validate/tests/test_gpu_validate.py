@@ -6,9 +6,9 @@ import json
 import os
 from pathlib import Path
 
-import testinfra.utils.ansible_runner
+from h100fleet.harness import testinfra
 
-testinfra_hosts = testinfra.utils.ansible_runner.AnsibleRunner(os.environ["MOLECULE_INVENTORY_FILE"]).get_hosts("all")
+testinfra_hosts = testinfra.hosts()
 
 INSTALL = "/opt/h100fleet/probes"
 REPORT = "/var/lib/h100fleet/probes/probe.json"

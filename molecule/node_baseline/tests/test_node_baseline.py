@@ -3,18 +3,14 @@
 from __future__ import annotations
 
 import json
-import os
 
 import pytest
-import testinfra.utils.ansible_runner
 
-testinfra_hosts = testinfra.utils.ansible_runner.AnsibleRunner(os.environ["MOLECULE_INVENTORY_FILE"]).get_hosts("all")
+from h100fleet.harness import testinfra
+
+testinfra_hosts = testinfra.hosts()
 
 BASE_PACKAGES = ["ca-certificates", "curl", "gnupg", "pciutils", "kmod", "dkms", "numactl", "rsync", "chrony"]
-
-
-def journal(host, unit: str) -> str:
-    return host.run(f"journalctl -u {unit} --no-pager -n 50").stdout
 
 
 def test_debian_sources_enable_nonfree(host):
@@ -65,7 +61,7 @@ def test_chrony_configured_and_enabled(host):
     assert "pool 127.0.0.1 iburst" in conf.content_string
     assert "2.debian.pool.ntp.org" not in conf.content_string
     service = host.service("chrony")
-    assert service.is_enabled, journal(host, "chrony")
+    assert service.is_enabled, testinfra.journal(host, "chrony")
     # No CAP_SYS_TIME in a container: systemd skips chrony on its own condition, and the role records it.
     assert host.check_output("systemctl show -p ConditionResult --value chrony") == "no"
     fact = json.loads(host.file("/etc/ansible/facts.d/h100fleet_baseline.fact").content_string)

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import json
-import os
 
 import pytest
-import testinfra.utils.ansible_runner
 
-testinfra_hosts = testinfra.utils.ansible_runner.AnsibleRunner(os.environ["MOLECULE_INVENTORY_FILE"]).get_hosts("all")
+from h100fleet.harness import testinfra
+
+testinfra_hosts = testinfra.hosts()
 
 VERSION = "550.163.01"
 DRIVER_PACKAGES = [

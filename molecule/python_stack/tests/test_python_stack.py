@@ -8,9 +8,10 @@ import os
 from pathlib import Path
 
 import pytest
-import testinfra.utils.ansible_runner
 
-testinfra_hosts = testinfra.utils.ansible_runner.AnsibleRunner(os.environ["MOLECULE_INVENTORY_FILE"]).get_hosts("all")
+from h100fleet.harness import testinfra
+
+testinfra_hosts = testinfra.hosts()
 
 STACK = "torch2.3-unsloth2024.8-py310"
 LOCK = Path(os.environ["MOLECULE_PROJECT_DIRECTORY"]) / "files" / "stacks" / STACK / "lock-py3.11.txt"

@@ -8,9 +8,9 @@ import os
 import time
 from pathlib import Path
 
-import testinfra.utils.ansible_runner
+from h100fleet.harness import testinfra
 
-testinfra_hosts = testinfra.utils.ansible_runner.AnsibleRunner(os.environ["MOLECULE_INVENTORY_FILE"]).get_hosts("all")
+testinfra_hosts = testinfra.hosts()
 
 UNIT = "h100fleet-trainer.service"
 STATUS = "/var/lib/h100fleet/trainer/status.json"

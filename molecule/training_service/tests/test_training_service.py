@@ -12,9 +12,9 @@ import os
 import re
 import time
 
-import testinfra.utils.ansible_runner
+from h100fleet.harness import testinfra
 
-testinfra_hosts = testinfra.utils.ansible_runner.AnsibleRunner(os.environ["MOLECULE_INVENTORY_FILE"]).get_hosts("all")
+testinfra_hosts = testinfra.hosts()
 
 UNIT = "h100fleet-trainer.service"
 USER = "h100fleet-trainer"
@@ -32,10 +32,7 @@ TIMINGS = os.path.join(os.environ.get("MOLECULE_EPHEMERAL_DIRECTORY", "/tmp"), "
 # --- helpers ----------------------------------------------------------------------------------------------------
 
 
-def sh(host, command: str) -> str:
-    result = host.run(command)
-    assert result.rc == 0, f"{command}\nrc={result.rc}\nstdout: {result.stdout}\nstderr: {result.stderr}"
-    return result.stdout
+sh = testinfra.sh
 
 
 def explain(host, what: str) -> str:
@@ -72,19 +69,12 @@ def now(host) -> str:
 
 
 def journal_since(host, since: str) -> str:
-    return host.run(f"journalctl -u {UNIT} --no-pager -o cat --since @{since}").stdout
+    return testinfra.journal(host, UNIT, since=since)
 
 
 def wait_for(host, predicate, what: str, timeout: float = 240, interval: float = 1.0):
-    """predicate() until it returns something truthy; an explained failure after timeout seconds."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(explain(host, f"timed out after {timeout:.0f}s waiting for: {what}"))
-        time.sleep(interval)
+    """predicate() until it returns something truthy; a failure that shows the unit's state after timeout s."""
+    return testinfra.wait_for(predicate, what, timeout=timeout, interval=interval, explain=lambda m: explain(host, m))
 
 
 def newest_checkpoint(host) -> int:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Mapping
+from pathlib import Path
 from typing import Any
 
 from h100fleet.fleet import MISSING, markdown_table
@@ -77,3 +78,11 @@ def markdown(table: list[dict[str, str]]) -> str:
         counts[r["status"]] = counts.get(r["status"], 0) + 1
     total = ", ".join(f"{n} {status}" for status, n in sorted(counts.items())) + f" of {len(table)} nodes."
     return "\n".join([*markdown_table(COLUMNS, table), "", total]) + "\n"
+
+
+def probe_modules() -> list[str]:
+    """The file names of the h100fleet.probes modules, which gpu_validate copies onto each node: every module of
+    the package, so that a new probe module needs no list to be kept up to date."""
+    from h100fleet import probes  # noqa: PLC0415 - the node-side package, read for its files only
+
+    return sorted(path.name for path in Path(probes.__file__).parent.glob("*.py"))

@@ -13,8 +13,10 @@ with that said in its detail.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import date
 from typing import Any, Callable
 
+from . import drivers
 from .result import Check, Status, worst
 
 GPU_VISIBLE = "nvidia_gpu_visible"
@@ -46,45 +48,99 @@ CLOCK_EVENT_REMEDIES = {
     "reliability": "Check the GPU's clocks and voltage with nvidia-smi -q -d PERFORMANCE.",
 }
 
-# The oldest Linux driver of each CUDA version (CUDA release notes, "CUDA Toolkit and Corresponding Driver
-# Versions"): the remedy for a driver too old for the stack's CUDA names the branch to install. 12.4 is Update 1
-# (>= 550.54.15; GA needed 550.54.14), the release of the pinned toolkit 12.4.131. The nvidia_driver role keeps the
-# same table in roles/nvidia_driver/vars/main.yml; tests/unit/test_probe_checks.py checks that they agree.
-CUDA_MIN_DRIVER = {
-    "11.8": "520.61.05",
-    "12.0": "525.60.13",
-    "12.1": "530.30.02",
-    "12.2": "535.54.03",
-    "12.3": "545.23.06",
-    "12.4": "550.54.15",
-    "12.5": "555.42.02",
-    "12.6": "560.28.03",
-    "12.8": "570.26",
-    "12.9": "575.51.03",
-    "13.0": "580.65.06",
-}
+# The oldest Linux driver of each CUDA version, and the driver branches' lifecycle: the project's one table
+# (h100fleet.probes.drivers); re-exported here for the remedy texts and their tests.
+CUDA_MIN_DRIVER = drivers.CUDA_MIN_DRIVER
 
 REMEDY_NO_GPU = "Install and load the NVIDIA driver, check dmesg for Xid errors and lspci for the GPUs, then rerun."
 REMEDY_QUERY_FAILED = "Rerun the probe; if the NVML query keeps failing, reset the GPU or reboot the node."
 REMEDY_UNSUPPORTED = "Find out why this GPU does not report it (nvidia-smi -q); do not train until it does."
 
 
+# --- Hopper SKUs --------------------------------------------------------------------------------------------------
+# Every threshold that depends on the GPU model comes from this one table, keyed by the name NVML reports
+# (nvmlDeviceGetName). Sources, per column:
+# - bf16_tflops (dense), hbm_tbs, pcie, nvlink_gbs, max_power_w: NVIDIA's datasheets ("NVIDIA H100 Tensor Core GPU"
+#   datasheet for H100 SXM5 / PCIe / NVL; "NVIDIA H200 Tensor Core GPU" datasheet for H200 SXM / NVL); the sparse
+#   figures there are halved to dense. min_power_w is the low end of the datasheet's configurable range, or its
+#   maximum where the datasheet gives none (SXM boards).
+# - min_gemm_tflops and min_copy_gbs: 60 % of the datasheet peak (rounded down to 10), the fraction that the
+#   measured H100 SXM5 and H200 figures clear with room (docs/validation: 780-800 TFLOP/s on 8192^3 bf16, 79-81 % of
+#   989; 3.0 TB/s and 4.2 TB/s device copy, read + write counted, 87-90 % of 3.35 and 4.8 TB/s).
+# - min_allreduce_busbw_gbs: SXM boards (NVLink through NVSwitch, 900 GB/s) keep the 100 GB/s floor that two H100
+#   SXM5 cleared at 333 GB/s (docs/validation/2026-11-26-2xh100-probe.json); PCIe boards (NVL bridges join pairs,
+#   other traffic crosses PCIe gen 5, 64 GB/s each way) get 20 GB/s, not measured here.
+# Temperature limits are the board's own (NVML's slowdown threshold): they vary by board and VBIOS, so they are not
+# tabulated.
+
+
+@dataclass(frozen=True)
+class Sku:
+    """One Hopper data-center GPU model: its datasheet figures and the probe's thresholds for it."""
+
+    nvml_name: str
+    label: str
+    bf16_tflops: float
+    hbm_tbs: float
+    pcie_gen: int
+    pcie_width: int
+    nvlink_gbs: int
+    max_power_w: float
+    min_power_w: float
+    min_gemm_tflops: float
+    min_copy_gbs: float
+    min_allreduce_busbw_gbs: float
+
+
+HOPPER_SKUS: dict[str, Sku] = {
+    s.nvml_name: s
+    for s in (
+        Sku("NVIDIA H100 80GB HBM3", "H100 SXM5", 989, 3.35, 5, 16, 900, 700, 700, 590, 2010, 100),
+        Sku("NVIDIA H100 PCIe", "H100 PCIe", 756, 2.0, 5, 16, 600, 350, 300, 450, 1200, 20),
+        Sku("NVIDIA H100 NVL", "H100 NVL", 835, 3.9, 5, 16, 600, 400, 350, 500, 2340, 20),
+        Sku("NVIDIA H200", "H200 SXM", 989, 4.8, 5, 16, 900, 700, 700, 590, 2880, 100),
+        Sku("NVIDIA H200 NVL", "H200 NVL", 835, 4.8, 5, 16, 900, 600, 600, 500, 2880, 20),
+    )
+}
+HOPPER_COMPUTE_CAPABILITY = "9.0"
+# The model setting that accepts every Hopper data-center GPU (compute capability 9.0); any other setting is text
+# the GPU's NVML name must contain ("H200", "NVIDIA H100 80GB HBM3") and so requires one SKU.
+ANY_HOPPER = "hopper"
+
+
+def sku_of(gpu_name: str | None) -> Sku | None:
+    """The SKU table's entry for an NVML name; None for a GPU the table does not list."""
+    return HOPPER_SKUS.get(gpu_name) if gpu_name else None
+
+
+def _lowest(field: str) -> float:
+    return min(getattr(s, field) for s in HOPPER_SKUS.values())
+
+
+def sku_threshold(gpu_name: str | None, field: str) -> float:
+    """A threshold for a GPU: its SKU's, or the lowest of the table for a Hopper GPU the table does not list."""
+    sku = sku_of(gpu_name)
+    return getattr(sku, field) if sku is not None else _lowest(field)
+
+
 @dataclass(frozen=True)
 class Expectations:
     """What the node must be. `driver_version` is an exact pin ("550.163.01") or a branch ("550": the major
     must match); None checks nothing. `min_cuda_driver` is the CUDA version the stack's runtime needs (the caller
-    fills it from torch.version.cuda). `pcie_link_width` is the GPU's own link width: NVML reports the link's
-    maximum but has no query for the device's, and every H100 (SXM5 and PCIe) is x16."""
+    fills it from torch.version.cuda). `model_substring` is ANY_HOPPER (every GPU of compute capability 9.0) or
+    text the NVML name must contain. `pcie_link_width` is the GPU's own link width, None for its SKU's (NVML
+    reports the link's maximum but has no query for the device's)."""
 
     expected_gpus: int | None = None
-    compute_capability: str = "9.0"
+    compute_capability: str = HOPPER_COMPUTE_CAPABILITY
     driver_version: str | None = None
-    model_substring: str = "H100"
+    model_substring: str = ANY_HOPPER
     min_cuda_driver: str | None = "12.4"
     require_persistence: bool = True
     max_temp_headroom_c: int = 10
     power_warn_fraction: float = 0.98
-    pcie_link_width: int = 16
+    pcie_link_width: int | None = None
+    today: date | None = None
 
 
 def _ok(name: str, value: Any, threshold: Any, detail: str = "") -> Check:
@@ -170,6 +226,28 @@ def check_driver_version(snapshot: dict, expect: Expectations) -> Check:
     return Check(name, Status.CRIT, version, pin, remedy, f"{version}, expected branch {pin}")
 
 
+def check_driver_branch(snapshot: dict, expect: Expectations) -> Check:
+    """WARN when the running driver's branch is past NVIDIA's end of life (or not supported at all), naming the
+    supported branches; the node still trains, but gets no security fixes."""
+    name, today = "driver_branch", expect.today
+    if today is None:
+        return _ok(name, snapshot.get("driver_version"), "supported", "no date to judge the branch's end of life by")
+    missing = _missing(name, snapshot, "driver_version", "supported", safety=False)
+    if missing:
+        return missing
+    version = str(snapshot["driver_version"])
+    try:
+        state = drivers.lifecycle(version, today)
+    except ValueError:
+        return Check(name, Status.UNKNOWN, version, "supported", REMEDY_QUERY_FAILED, "not a driver version")
+    value = {"branch": state["branch"], "status": state["status"], "end_of_life": state["end_of_life"]}
+    if state["status"] == "end_of_life":
+        supported = ", ".join(f"R{b}" for b in state["supported"]) or "a supported branch"
+        remedy = f"Plan a driver bump to a supported branch ({supported}) with the rollout playbook."
+        return Check(name, Status.WARN, value, "supported", remedy, state["warning"])
+    return _ok(name, value, "supported", state["describe"])
+
+
 def driver_for_cuda(cuda: str) -> str:
     """The remedy's words for the driver that `cuda` needs."""
     minimum = CUDA_MIN_DRIVER.get(cuda)
@@ -206,10 +284,27 @@ def check_gpu_model(gpu: dict, expect: Expectations, name: str) -> Check:
     missing = _missing(name, gpu, "name", want, safety=True)
     if missing:
         return missing
-    if want in gpu["name"]:
-        return _ok(name, gpu["name"], want)
-    remedy = f"Move this node to an inventory group for {gpu['name']} GPUs."
-    return Check(name, Status.CRIT, gpu["name"], want, remedy, f"{gpu['name']}, expected {want}")
+    gpu_name = gpu["name"]
+    remedy = f"Move this node to an inventory group for {gpu_name} GPUs."
+    if want.lower() != ANY_HOPPER:
+        if want in gpu_name:
+            return _ok(name, gpu_name, want, _sku_detail(gpu_name))
+        return Check(name, Status.CRIT, gpu_name, want, remedy, f"{gpu_name}, expected {want}")
+    missing = _missing(name, gpu, "compute_capability", want, safety=True)
+    if missing:
+        return missing
+    cc = gpu["compute_capability"]
+    if cc != HOPPER_COMPUTE_CAPABILITY:
+        detail = f"{gpu_name} (compute capability {cc}) is not a Hopper GPU ({HOPPER_COMPUTE_CAPABILITY})"
+        return Check(name, Status.CRIT, gpu_name, want, remedy, detail)
+    return _ok(name, gpu_name, want, _sku_detail(gpu_name))
+
+
+def _sku_detail(gpu_name: str) -> str:
+    sku = sku_of(gpu_name)
+    if sku is not None:
+        return f"{sku.label}: thresholds from the SKU table"
+    return "not in the SKU table: the table's lowest thresholds apply"
 
 
 def check_compute_capability(gpu: dict, expect: Expectations, name: str) -> Check:
@@ -315,7 +410,10 @@ def check_pcie_generation(gpu: dict, expect: Expectations, name: str) -> Check:
     # Below the link's maximum now is normal: GPUs drop the link speed when idle.
     now = f"; gen {current} now" if current is not None else ""
     if device is None:
-        return _ok(name, link, None, f"link max gen {link}{now}; the GPU's own maximum not reported")
+        sku = sku_of(gpu.get("name"))
+        if sku is None:
+            return _ok(name, link, None, f"link max gen {link}{now}; the GPU's own maximum not reported")
+        device = sku.pcie_gen  # the datasheet's, when NVML does not report the GPU's own
     if link < device:
         remedy = "Check the slot, riser and BIOS PCIe settings: the link cannot reach the GPU's generation."
         return Check(name, Status.CRIT, link, device, remedy, f"link max gen {link} of the GPU's gen {device}{now}")
@@ -323,7 +421,7 @@ def check_pcie_generation(gpu: dict, expect: Expectations, name: str) -> Check:
 
 
 def check_pcie_width(gpu: dict, expect: Expectations, name: str) -> Check:
-    want = expect.pcie_link_width
+    want = expect.pcie_link_width or int(sku_threshold(gpu.get("name"), "pcie_width"))
     missing = _missing(name, gpu, "pcie_link_width_max", want, safety=False)
     if missing:
         return missing
@@ -363,6 +461,11 @@ def check_power(gpu: dict, expect: Expectations, name: str) -> Check:
     if not limit:
         return _ok(name, draw, None, f"{draw:g} W; power limit not reported")
     detail = f"{draw:g} W of {limit:g} W limit ({draw / limit:.0%})"
+    sku = sku_of(gpu.get("name"))
+    if sku is not None and limit < sku.min_power_w:
+        remedy = f"Raise the power limit (nvidia-smi -i {gpu.get('index')} -pl {sku.max_power_w:g}): clocks are capped."
+        detail += f"; the limit is below the {sku.label}'s {sku.min_power_w:g} W"
+        return Check(name, Status.WARN, draw, limit, remedy, detail)
     if draw >= expect.power_warn_fraction * limit:
         remedy = "Find what keeps the GPU at its power limit (nvidia-smi pmon); clocks are capped while it lasts."
         return Check(name, Status.WARN, draw, limit, remedy, detail)
@@ -413,6 +516,7 @@ def evaluate(snapshot: Any, expect: Expectations | None = None) -> list[Check]:
         visible,
         check_gpu_count(gpus, expect),
         check_driver_version(snapshot, expect),
+        *([check_driver_branch(snapshot, expect)] if expect.today is not None else []),
         check_cuda_driver(snapshot, expect),
     ]
     for gpu in gpus:

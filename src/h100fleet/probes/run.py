@@ -18,23 +18,31 @@ import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from datetime import date
 from pathlib import Path
 from typing import Any
 
 from h100fleet.probes import nvml
-from h100fleet.probes.checks import Expectations, evaluate
+from h100fleet.probes.checks import ANY_HOPPER, Expectations, evaluate, sku_threshold
 from h100fleet.probes.result import Check, Report, Status
 
 
 @dataclass(frozen=True)
 class Thresholds:
-    """Minimums for the measured figures. Defaults suit H100 SXM5 (about 750-800 TFLOP/s bf16 on 8192^3 and
-    about 3 TB/s device copy, read + write counted); set lower ones per group for H100 PCIe."""
+    """Minimums for the measured figures; None takes each GPU's from the SKU table (checks.HOPPER_SKUS), the
+    lowest of the node's GPUs for the all-reduce. A number applies to every GPU of the node."""
 
-    min_gemm_tflops: float = 600.0
-    min_copy_gbs: float = 2000.0
-    min_allreduce_busbw_gbs: float = 100.0
+    min_gemm_tflops: float | None = None
+    min_copy_gbs: float | None = None
+    min_allreduce_busbw_gbs: float | None = None
     attention_tolerance: float = 2e-2
+
+    def for_gpu(self, field: str, gpu_name: str | None) -> float:
+        value = getattr(self, field)
+        return float(value) if value is not None else float(sku_threshold(gpu_name, field))
+
+    def for_node(self, field: str, gpu_names: Sequence[str | None]) -> float:
+        return min((self.for_gpu(field, n) for n in gpu_names), default=self.for_gpu(field, None))
 
 
 def _failure(name: str, exc: BaseException, remedy: str) -> Check:
@@ -72,15 +80,18 @@ def nvml_importable() -> bool:
     return True
 
 
-def compute_checks(gpu_count: int, t: Thresholds) -> list[Check]:
+def compute_checks(gpu_count: int, t: Thresholds, gpu_names: Sequence[str | None] = ()) -> list[Check]:
+    """GEMM and copy per GPU, attention on GPU 0, all-reduce across them; `gpu_names` (NVML's, by index) pick each
+    GPU's thresholds from the SKU table where `t` leaves them None."""
     from h100fleet.probes import compute
 
+    names = list(gpu_names) + [None] * (gpu_count - len(gpu_names))
     result = []
     for i in range(gpu_count):
         result.append(
             _measure(
                 f"gemm_bf16_tflops[{i}]",
-                t.min_gemm_tflops,
+                t.for_gpu("min_gemm_tflops", names[i]),
                 "TFLOP/s",
                 "Check clocks and throttling (nvidia-smi -q -d PERFORMANCE), power and cooling; reset the GPU.",
                 lambda i=i: compute.gemm_tflops(i),
@@ -89,7 +100,7 @@ def compute_checks(gpu_count: int, t: Thresholds) -> list[Check]:
         result.append(
             _measure(
                 f"copy_bandwidth_gbs[{i}]",
-                t.min_copy_gbs,
+                t.for_gpu("min_copy_gbs", names[i]),
                 "GB/s",
                 "Check memory clocks and ECC/remapping state; reset the GPU; replace it if it stays slow.",
                 lambda i=i: compute.copy_bandwidth_gbs(i),
@@ -121,7 +132,7 @@ def compute_checks(gpu_count: int, t: Thresholds) -> list[Check]:
                 result.append(
                     _measure(
                         "nccl_allreduce_busbw_gbs",
-                        t.min_allreduce_busbw_gbs,
+                        t.for_node("min_allreduce_busbw_gbs", names[:gpu_count]),
                         "GB/s",
                         "Check NVLink/NVSwitch health (nvidia-smi nvlink -s, fabric manager) and PCIe topology.",
                         lambda: busbw,
@@ -204,7 +215,8 @@ def probe(
     torch_ok = not any(c.name == "torch_import" for c in checks)
     pending = start_unsloth() if visible and torch_ok and unsloth else None
     if visible and torch_ok and compute:
-        checks += compute_checks(gpu_count, thresholds)
+        names = [g.get("name") if isinstance(g, dict) else None for g in snap.get("gpus") or []]
+        checks += compute_checks(gpu_count, thresholds, names)
     if pending is not None:
         check, environment["unsloth"] = finish_unsloth(pending, unsloth_timeout)
         checks.append(check)
@@ -231,10 +243,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--expect-gpus", type=int, help="GPUs this node must show (default: do not check the count)")
     p.add_argument("--compute-capability", type=_cc, default="9.0", help="expected compute capability (9.0)")
     p.add_argument("--driver", help="driver pin: exact version (550.163.01) or branch (550)")
-    p.add_argument("--model", default="H100", help="text the GPU name must contain (H100)")
-    p.add_argument("--min-gemm-tflops", type=float, default=Thresholds.min_gemm_tflops)
-    p.add_argument("--min-copy-gbs", type=float, default=Thresholds.min_copy_gbs)
-    p.add_argument("--min-allreduce-busbw-gbs", type=float, default=Thresholds.min_allreduce_busbw_gbs)
+    p.add_argument(
+        "--model",
+        default=ANY_HOPPER,
+        help=f"'{ANY_HOPPER}' (every GPU of compute capability 9.0; the default) or text the GPU's NVML name must "
+        "contain, to require one SKU (H200, 'NVIDIA H100 80GB HBM3')",
+    )
+    sku = "(default: each GPU's SKU's, from the SKU table)"
+    p.add_argument("--min-gemm-tflops", type=float, help=f"minimum bf16 GEMM TFLOP/s {sku}")
+    p.add_argument("--min-copy-gbs", type=float, help=f"minimum device copy GB/s {sku}")
+    p.add_argument("--min-allreduce-busbw-gbs", type=float, help=f"minimum all-reduce bus bandwidth {sku}")
     p.add_argument("--no-compute", action="store_true", help="NVML checks only (no GEMM, copy, attention, NCCL)")
     p.add_argument("--no-unsloth", action="store_true", help="skip the Unsloth forward/backward probe")
     p.add_argument("--unsloth-timeout", type=float, default=300)
@@ -253,6 +271,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         compute_capability=args.compute_capability,
         driver_version=args.driver,
         model_substring=args.model,
+        today=date.today(),
     )
     thresholds = Thresholds(args.min_gemm_tflops, args.min_copy_gbs, args.min_allreduce_busbw_gbs)
     snapshot = json.loads(args.snapshot.read_text()) if args.snapshot else None

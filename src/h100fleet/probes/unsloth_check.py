@@ -79,6 +79,7 @@ def run(workdir: Path, steps: int = 8, seq: int = 128, batch: int = 2, lr: float
         target_modules=TARGET_MODULES,
         use_gradient_checkpointing="unsloth",
         random_state=0,
+        max_seq_length=seq,  # Unsloth 2024.8 asserts it is <= the loaded model's (its default is 2048)
     )
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=lr)
@@ -88,7 +89,10 @@ def run(workdir: Path, steps: int = 8, seq: int = 128, batch: int = 2, lr: float
     model.train()
     for _ in range(steps):
         optimizer.zero_grad(set_to_none=True)
-        loss = model(input_ids=ids, labels=ids).loss
+        # Under bf16 autocast, as transformers' Trainer runs it: Unsloth 2024.8's LoRA kernels multiply the bf16
+        # activations with the adapters' float32 weights and fail outside autocast (newer releases cast).
+        with torch.autocast("cuda", dtype=torch.bfloat16):
+            loss = model(input_ids=ids, labels=ids).loss
         loss.backward()
         grads = [p.grad for p in params if p.grad is not None]
         finite = finite and all(bool(torch.isfinite(g).all()) for g in grads)

@@ -6,18 +6,14 @@ how); the rules in h100fleet.stack.rules apply them.
 
 from __future__ import annotations
 
-from h100fleet.probes.checks import CUDA_MIN_DRIVER  # noqa: F401 - re-exported for the rules
+from h100fleet.probes import drivers
 
-
-def driver_key(version: str) -> tuple[int, ...]:
-    """A driver version ("550.54.15") as a tuple that compares numerically."""
-    return tuple(int(part) for part in version.split("."))
-
-
-# Minimum Linux driver of each CUDA runtime release: the probes' table (one table for the project; 12.4 is Update 1,
-# 550.54.15, which is also the release of the cu124 wheels' runtime 12.4.127). A runtime also runs on an older
-# driver of the same major through minor-version compatibility (no JIT of newer PTX): CUDA_MAJOR_FLOOR.
-CUDA_MAJOR_FLOOR = {"11": "450.80.02", "12": "525.60.13", "13": "580.65.06"}
+# Minimum Linux driver of each CUDA runtime release (12.4 is Update 1, 550.54.15, which is also the release of the
+# cu124 wheels' runtime 12.4.127), and the older driver of the same major that still runs it through minor-version
+# compatibility (no JIT of newer PTX): the project's one driver table, h100fleet.probes.drivers.
+CUDA_MIN_DRIVER = drivers.CUDA_MIN_DRIVER
+CUDA_MAJOR_FLOOR = drivers.CUDA_MAJOR_FLOOR
+driver_key = drivers.version_key
 
 # Packages whose version is the CUDA runtime the torch wheels bring (torch's own dependency).
 CUDA_RUNTIME_PACKAGES = ("nvidia-cuda-runtime-cu11", "nvidia-cuda-runtime-cu12", "nvidia-cuda-runtime")

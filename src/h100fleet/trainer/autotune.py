@@ -46,6 +46,8 @@ class Plan:
     source: str  # config, auto, auto-cache, checkpoint
     reason: str = ""
     measurements: list[dict[str, Any]] = field(default_factory=list)
+    global_batch_size: int = 0  # sequences per optimizer step over all processes; 0: batch x accumulation
+    world_size: int = 1  # processes (torchrun's WORLD_SIZE) the plan was made for
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -59,20 +61,30 @@ class Plan:
             source=source or d.get("source", "checkpoint"),
             reason=d.get("reason", ""),
             measurements=list(d.get("measurements", [])),
+            global_batch_size=int(d.get("global_batch_size") or 0),
+            world_size=int(d.get("world_size") or 1),
         )
 
 
-def accumulation(cfg, batch: int) -> int:
+def share(cfg, world: int) -> int | None:
+    """Sequences per step of the largest per-process share of train.global_batch_size (None when unset)."""
+    g = cfg.train.global_batch_size
+    return -(-g // world) if g else None
+
+
+def accumulation(cfg, batch: int, world: int = 1) -> int:
+    """Micro-batches per optimizer step of one process."""
     if cfg.train.global_batch_size:
-        return max(1, cfg.train.global_batch_size // batch)
+        return max(1, -(-share(cfg, world) // batch))
     return cfg.train.gradient_accumulation_steps
 
 
-def allowed_batches(cfg, limit: int) -> list[int]:
+def allowed_batches(cfg, limit: int, world: int = 1) -> list[int]:
     top = min(limit, cfg.train.auto_max_batch_size)
-    if cfg.train.global_batch_size:
-        top = min(top, cfg.train.global_batch_size)
-        return [b for b in range(1, top + 1) if cfg.train.global_batch_size % b == 0]
+    mine = share(cfg, world)
+    if mine:
+        top = min(top, mine)
+        return [b for b in range(1, top + 1) if mine % b == 0]
     return list(range(1, top + 1))
 
 
@@ -101,20 +113,35 @@ def cache_key(cfg, gpu: dict[str, Any], backend: str, versions: dict[str, str]) 
     }
 
 
-def choose(cfg, loaded, batches, cache_path: Path, versions: dict[str, str]) -> Plan:
+def choose(cfg, loaded, batches, cache_path: Path, versions: dict[str, str], *, world: int = 1) -> Plan:
     """The plan for this run (see the module docstring). batches(b) returns a training batch of b sequences."""
     b_cfg, gc_cfg = cfg.train.batch_size, cfg.train.gradient_checkpointing
     if b_cfg != "auto" and gc_cfg != "auto":
-        return Plan(b_cfg, accumulation(cfg, b_cfg), gc_cfg, "config", "batch_size and gradient_checkpointing set")
+        return Plan(
+            b_cfg,
+            accumulation(cfg, b_cfg, world),
+            gc_cfg,
+            "config",
+            "batch_size and gradient_checkpointing set",
+            world_size=world,
+        )
     if loaded.device.type != "cuda":
         b = 1 if b_cfg == "auto" else b_cfg
         gc = False if gc_cfg == "auto" else gc_cfg
-        return Plan(b, accumulation(cfg, b), gc, "auto", "CPU: no memory model, batch 1 and no checkpointing")
+        return Plan(
+            b,
+            accumulation(cfg, b, world),
+            gc,
+            "auto",
+            "CPU: no memory model, batch 1 and no checkpointing",
+            world_size=world,
+        )
 
     import torch
 
     props = torch.cuda.get_device_properties(loaded.device)
     key = cache_key(cfg, {"name": props.name, "total_memory": props.total_memory}, loaded.backend, versions)
+    key["world_size"] = world
     cached = _cached(cache_path, key)
     if cached:
         return cached
@@ -124,9 +151,9 @@ def choose(cfg, loaded, batches, cache_path: Path, versions: dict[str, str]) -> 
     candidates = [
         (gc, b)
         for gc in ([False, True] if gc_cfg == "auto" else [gc_cfg])
-        if (b := _candidate(cfg, torch, loaded, batches, gc=gc, budget=budget, measurements=measurements))
+        if (b := _candidate(cfg, torch, loaded, batches, gc=gc, budget=budget, measurements=measurements, world=world))
     ]
-    best = _fastest(cfg, torch, loaded, batches, candidates=candidates, measurements=measurements)
+    best = _fastest(cfg, torch, loaded, batches, candidates=candidates, measurements=measurements, world=world)
     _set_rng_state(torch, rng)
     torch.cuda.empty_cache()
     if best is None:
@@ -134,12 +161,13 @@ def choose(cfg, loaded, batches, cache_path: Path, versions: dict[str, str]) -> 
     tps, gc, b = best
     plan = Plan(
         b,
-        accumulation(cfg, b),
+        accumulation(cfg, b, world),
         gc,
         "auto",
         f"fastest measured: {tps:.0f} tokens/s of {len(candidates)} candidate(s), memory budget "
         f"{budget / GIB:.1f} GiB of {props.total_memory / GIB:.1f} GiB",
         measurements,
+        world_size=world,
     )
     try:
         write_json_atomic(Path(cache_path), {"key": key, "plan": plan.to_dict()})
@@ -160,7 +188,7 @@ def _cached(cache_path: Path, key: dict[str, Any]) -> Plan | None:
     return None
 
 
-def _candidate(cfg, torch, loaded, batches, *, gc: bool, budget: float, measurements: list) -> int | None:
+def _candidate(cfg, torch, loaded, batches, *, gc: bool, budget: float, measurements: list, world: int) -> int | None:
     """The largest micro-batch predicted to fit with this checkpointing setting (None: not even 1)."""
     b_cfg = cfg.train.batch_size
     adam = 2 * sum(p.numel() * p.element_size() for p in loaded.trainable)
@@ -171,7 +199,7 @@ def _candidate(cfg, torch, loaded, batches, *, gc: bool, budget: float, measurem
     if not p1["ok"]:
         log.info("gradient_checkpointing=%s: batch 1 does not fit (%s)", gc, p1.get("error"))
         return None
-    options = [b_cfg] if b_cfg != "auto" else allowed_batches(cfg, limit=10**6)
+    options = [b_cfg] if b_cfg != "auto" else allowed_batches(cfg, limit=10**6, world=world)
     if p2["ok"]:
         s = max(p2["peak"] - p1["peak"], 1)
         a = p1["peak"] - s
@@ -191,7 +219,9 @@ def _candidate(cfg, torch, loaded, batches, *, gc: bool, budget: float, measurem
     return b
 
 
-def _fastest(cfg, torch, loaded, batches, *, candidates, measurements: list) -> tuple[float, bool, int] | None:
+def _fastest(
+    cfg, torch, loaded, batches, *, candidates, measurements: list, world: int
+) -> tuple[float, bool, int] | None:
     """(tokens/s, checkpointing, batch) of the fastest candidate; one that runs out of memory is retried smaller."""
     best = None
     for gc, first in candidates:
@@ -208,7 +238,7 @@ def _fastest(cfg, torch, loaded, batches, *, candidates, measurements: list) -> 
                 break
             if cfg.train.batch_size != "auto":
                 break
-            b = max(allowed_batches(cfg, b - 1), default=0)
+            b = max(allowed_batches(cfg, b - 1, world), default=0)
     return best
 
 
@@ -230,7 +260,7 @@ def _set_rng_state(torch, state: tuple) -> None:
 
 def _pass(torch, loaded, batches, b: int) -> None:
     batch = batches(b)
-    out = loaded.model(**batch)
+    out = loaded.forward(batch)
     out.loss.backward()
     del out, batch
 

@@ -59,6 +59,16 @@ def version_tuple(text: str) -> tuple[int, ...]:
     return tuple(int(x) for x in re.findall(r"\d+", text.split("+", maxsplit=1)[0])[:3])
 
 
+def installed_version(name: str) -> str | None:
+    """The installed distribution's version, without importing it (None when it is not installed)."""
+    from importlib import metadata
+
+    try:
+        return metadata.version(name)
+    except metadata.PackageNotFoundError:
+        return None
+
+
 def stack_versions() -> dict[str, str]:
     from importlib import metadata
 
@@ -86,6 +96,18 @@ class Loaded:
     def trainable(self) -> list:
         return [p for p in self.model.parameters() if p.requires_grad]
 
+    def forward(self, batch: dict) -> Any:
+        """The model's output for one batch. Unsloth's LoRA kernels multiply bf16 activations by the adapters'
+        float32 weights, which works only under bf16 autocast, the way Unsloth's own trainer runs them (unsloth
+        2024.8 on an H200: "expected mat1 and mat2 to have the same dtype" in fast_lora without it); the hf
+        backend runs as loaded. The backward pass runs outside, as autocast requires."""
+        if self.backend == "unsloth" and self.device.type == "cuda":
+            import torch
+
+            with torch.autocast("cuda", dtype=torch.bfloat16):
+                return self.model(**batch)
+        return self.model(**batch)
+
 
 def load(cfg, backend: str, device, dtype, gradient_checkpointing: bool) -> Loaded:
     if backend == "unsloth":
@@ -99,12 +121,15 @@ def _load_unsloth(cfg, device, dtype, gradient_checkpointing: bool) -> Loaded:
     from unsloth import FastLanguageModel
 
     quiet_progress_bars()
+    # Under torchrun each rank loads onto its own GPU (Unsloth's default device_map fills from cuda:0).
+    placement = {"device_map": {"": device.index}} if device.index else {}
     model, tokenizer = FastLanguageModel.from_pretrained(
         model_name=cfg.model.path,
         max_seq_length=cfg.data.max_seq_length,
         dtype=torch.bfloat16,
         load_in_4bit=False,
         local_files_only=not cfg.model.allow_download,
+        **placement,
     )
     # Always load with Unsloth's offloaded checkpointing armed: switching it off later is cheap (for_training),
     # arming it after get_peft_model would fall back to the plain transformers implementation.

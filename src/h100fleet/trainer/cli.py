@@ -1,8 +1,8 @@
 """Command line of the trainer (what the systemd unit runs):
 
     python -m h100fleet.trainer --config /etc/h100fleet/trainer.yml     train (resume if a checkpoint exists)
-    python -m h100fleet.trainer --config FILE --check                   validate the config only (no file access
-                                                                        beyond reading it): exit 0 or 78
+    python -m h100fleet.trainer --config FILE --check                   validate the config and that it can resume
+                                                                        its checkpoints (reads only): exit 0 or 78
     python -m h100fleet.trainer --print-defaults                        every field with its default
 
 Exit codes: 0 finished or stopped by SIGTERM/SIGINT after a checkpoint; 1 runtime failure (restart resumes);
@@ -30,7 +30,17 @@ class _Parser(argparse.ArgumentParser):
 def parser() -> argparse.ArgumentParser:
     p = _Parser(prog="python -m h100fleet.trainer", description="bf16 LoRA trainer (unsloth or hf backend)")
     p.add_argument("--config", default=config.DEFAULT_CONFIG_PATH, help="YAML config (default: %(default)s)")
-    p.add_argument("--check", action="store_true", help="validate the config and exit (0 valid, 78 invalid)")
+    p.add_argument(
+        "--check",
+        action="store_true",
+        help="validate the config, and that it can resume its checkpoints, and exit (0 valid, 78 invalid)",
+    )
+    p.add_argument(
+        "--world-size",
+        type=int,
+        metavar="N",
+        help="with --check: the number of processes torchrun will start (default: $WORLD_SIZE, else 1)",
+    )
     p.add_argument("--print-defaults", action="store_true", help="print every field with its default and exit")
     p.add_argument(
         "--stop-after",
@@ -56,14 +66,41 @@ def main(argv: list[str] | None = None) -> int:
         log.error("invalid config: exit %d (not restarted)", EX_CONFIG)
         return EX_CONFIG
     if args.check:
-        print(f"{args.config}: valid")
-        return EX_OK
+        return _check(cfg, args, log)
 
     return _train(cfg, stop, args, log)
 
 
+def _check(cfg, args, log) -> int:
+    """The config, and whether it can resume the checkpoints it would start from (read only: nothing is created,
+    moved or hashed)."""
+    import os
+
+    from h100fleet.trainer import backends, dist, resume
+
+    size = args.world_size or int(os.environ.get("WORLD_SIZE", "1") or 1)
+    issues = dist.world_issues(cfg, size, backends.installed_version("unsloth"))
+    for issue in issues:
+        log.error("config error in %s: %s", args.config, issue)
+    if issues:
+        log.error("invalid config for %d processes: exit %d (not restarted)", size, EX_CONFIG)
+        return EX_CONFIG
+    found = resume.newest(cfg.checkpoint.dir)
+    issues = resume.conflicts(cfg, found) if found else []
+    for issue in issues:
+        log.error("config error in %s: %s", args.config, issue)
+    if issues:
+        log.error("the config cannot resume the checkpoints: exit %d (not restarted)", EX_CONFIG)
+        return EX_CONFIG
+    strays = [] if found else resume.stray(cfg)
+    if strays:
+        log.warning("%s", resume.stray_message(cfg, strays))
+    print(f"{args.config}: valid")
+    return EX_OK
+
+
 def _train(cfg, stop: StopRequest, args, log) -> int:
-    from h100fleet.trainer import data, train  # not needed by --check
+    from h100fleet.trainer import data, dist, train  # not needed by --check
 
     try:
         return train.run(cfg, stop, stop_after=args.stop_after)
@@ -77,6 +114,10 @@ def _train(cfg, stop: StopRequest, args, log) -> int:
         log.error("invalid config: exit %d (not restarted)", EX_CONFIG)
         _failed(cfg, f"config: {exc}")
         return EX_CONFIG
+    except dist.WorldError as exc:
+        log.error("torchrun environment: %s", exc)
+        log.error("bad command line: exit %d (not restarted)", EX_USAGE)
+        return EX_USAGE
     except data.DataError as exc:
         for line in str(exc).splitlines():
             log.error("data error: %s", line)

@@ -14,6 +14,7 @@ Needs only PyYAML (a dependency of transformers, peft and accelerate in both shi
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 import json
 import math
@@ -23,7 +24,7 @@ import tempfile
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, get_type_hints
 
 STACK_ID_ENV = "H100FLEET_STACK_ID"
 DEFAULT_CONFIG_PATH = "/etc/h100fleet/trainer.yml"
@@ -83,6 +84,7 @@ class _Bad(Exception):
 class Kind:
     expected: str
     convert: Callable[[Any], Any]
+    resolve: bool = False  # a path that resolves against the config file's directory
 
 
 def _is_int(v: Any) -> bool:
@@ -99,8 +101,14 @@ def _int(minimum: int) -> Kind:
     return Kind(text, convert)
 
 
-def _float(low: float, high: float | None, *, low_open: bool, high_open: bool = False, text: str) -> Kind:
-    # PyYAML reads 2e-4 (no dot) as a string: accept numeric strings for float fields.
+def _g(x: float) -> str:
+    return f"{x:g}"
+
+
+def _number(low: float, high: float, *, low_open: bool = False, high_open: bool = False, note: str = "") -> Kind:
+    """A float in the range that makes sense for the field: a slip such as 2e4 for 2e-4 is refused, not trained
+    with. PyYAML reads 2e-4 (no dot) as a string: numeric strings are accepted."""
+
     def convert(v: Any) -> float:
         if isinstance(v, bool):
             raise _Bad
@@ -109,16 +117,15 @@ def _float(low: float, high: float | None, *, low_open: bool, high_open: bool = 
                 v = float(v)
             except ValueError:
                 raise _Bad from None
-        if not isinstance(v, (int, float)) or math.isnan(v):
+        if not isinstance(v, (int, float)) or not math.isfinite(v):
             raise _Bad
         v = float(v)
-        if v < low or (low_open and v == low):
-            raise _Bad
-        if high is not None and (v > high or (high_open and v == high)):
+        if v < low or (low_open and v == low) or v > high or (high_open and v == high):
             raise _Bad
         return v
 
-    return Kind(text, convert)
+    text = f"a number in {'(' if low_open else '['}{_g(low)}, {_g(high)}{')' if high_open else ']'}"
+    return Kind(text + (f" ({note})" if note else ""), convert)
 
 
 def _choice(*options: str) -> Kind:
@@ -148,20 +155,20 @@ def _text(pattern: str | None = None, text: str = "a non-empty string") -> Kind:
     return Kind(text, convert)
 
 
-def _path(text: str) -> Kind:
+def _path(text: str, resolve: bool = False) -> Kind:
     def convert(v: Any) -> str:
         if not isinstance(v, str) or not v.strip() or "\0" in v:
             raise _Bad
         return v
 
-    return Kind(text, convert)
+    return Kind(text, convert, resolve)
 
 
 def _optional(kind: Kind) -> Kind:
     def convert(v: Any) -> Any:
         return None if v is None else kind.convert(v)
 
-    return Kind(kind.expected + " or null", convert)
+    return Kind(kind.expected + " or null", convert, kind.resolve)
 
 
 def _or_auto(kind: Kind) -> Kind:
@@ -184,203 +191,143 @@ def _modules() -> Kind:
     return Kind("a non-empty list of distinct module names (e.g. [q_proj, k_proj, v_proj, o_proj])", convert)
 
 
-# --- the schema -----------------------------------------------------------------------------------------------------
+# --- the schema: each field declared once, on its dataclass ---------------------------------------------------------
 
 
 @dataclass(frozen=True)
 class Field:
+    """A config field as the validation, --print-defaults and the docs test see it (read off the dataclasses)."""
+
     name: str
     kind: Kind
     default: Any = MISSING  # MISSING: required
     doc: str = ""
 
 
-SCHEMA: dict[str, tuple[Field, ...]] = {
-    "model": (
-        Field(
-            "path",
-            _path("the directory of a locally staged model (config.json, tokenizer, weights)"),
-            doc="local model directory (a hub id only with allow_download: true)",
-        ),
-        Field("allow_download", _bool(), False, "allow fetching model.path from the Hugging Face hub at run time"),
-        Field(
-            "chat_template",
-            _optional(_path("the path of a Jinja chat template file")),
-            None,
-            "a Jinja file that replaces the tokenizer's chat template",
-        ),
-    ),
-    "data": (
-        Field("path", _path("the path of a JSONL training file"), doc="JSONL, one record a line"),
-        Field("format", _choice("auto", "messages", "prompt_response"), "auto", "record format; auto: per record"),
-        Field("max_seq_length", _int(16), 2048, "tokens per training sequence"),
-        Field("packing", _bool(), True, "pack examples into full sequences (else pad each to max_seq_length)"),
-        Field("loss_on", _choice("assistant", "all"), "assistant", "tokens that carry loss"),
-        Field("shuffle", _bool(), True, "shuffle each epoch (deterministic from the seed)"),
-        Field("seed", _optional(_int(0)), None, "shuffling seed; null: train.seed"),
-        Field("cache", _bool(), True, "keep the tokenized sequences in <output_dir>/data-cache for the next start"),
-    ),
-    "lora": (
-        Field("r", _int(1), 64, "LoRA rank"),
-        Field(
-            "alpha",
-            _float(0.0, None, low_open=True, text="a positive number"),
-            16.0,
-            "LoRA alpha (scale = alpha / r)",
-        ),
-        Field(
-            "dropout",
-            _float(0.0, 1.0, low_open=False, high_open=True, text="a number in [0, 1)"),
-            0.0,
-            "LoRA dropout; 0 keeps Unsloth's fast LoRA kernels",
-        ),
-        Field("target_modules", _modules(), DEFAULT_TARGET_MODULES, "modules that get adapters"),
-    ),
-    "train": (
-        Field("backend", _choice("auto", "unsloth", "hf"), "auto", "auto: unsloth where CUDA is available, else hf"),
-        Field("device", _choice("auto", "cuda", "cpu"), "auto", "auto: cuda when available"),
-        Field("dtype", _choice("auto", "bfloat16", "float32"), "auto", "auto: bfloat16 on CUDA, float32 on CPU"),
-        Field("output_dir", _path("a directory the trainer can create and write to"), DEFAULT_OUTPUT_DIR),
-        Field("epochs", _float(0.0, None, low_open=True, text="a positive number"), 1.0, "passes over the data"),
-        Field("max_steps", _optional(_int(1)), None, "optimizer steps; null: from epochs"),
-        Field("batch_size", _or_auto(_int(1)), "auto", "micro-batch (sequences per forward pass)"),
-        Field("global_batch_size", _optional(_int(1)), None, "sequences per optimizer step; sets the accumulation"),
-        Field("gradient_accumulation_steps", _int(1), 1, "micro-batches per optimizer step"),
-        Field("gradient_checkpointing", _or_auto(_bool()), "auto", "recompute activations in backward"),
-        Field("auto_max_batch_size", _int(1), 16, "largest micro-batch the automatic choice considers"),
-        Field(
-            "auto_memory_fraction",
-            _float(0.0, 1.0, low_open=True, text="a number in (0, 1]"),
-            0.9,
-            "share of GPU memory the automatic choice may plan to use",
-        ),
-        Field("learning_rate", _float(0.0, None, low_open=True, text="a positive number"), 2e-4, "AdamW learning rate"),
-        Field("lr_scheduler", _choice("linear", "cosine", "constant"), "linear", "decay after warm-up"),
-        Field("warmup_steps", _int(0), 10, "linear warm-up steps"),
-        Field("weight_decay", _float(0.0, None, low_open=False, text="a number >= 0"), 0.0, "AdamW weight decay"),
-        Field(
-            "max_grad_norm",
-            _optional(_float(0.0, None, low_open=True, text="a positive number")),
-            1.0,
-            "gradient clipping; null: none",
-        ),
-        Field("seed", _int(0), 3407, "seed of LoRA init, dropout and shuffling"),
-    ),
-    "checkpoint": (
-        Field("every_steps", _int(1), 100, "optimizer steps between checkpoints"),
-        Field("keep_last", _int(1), 3, "checkpoints kept"),
-        Field("dir", _optional(_path("a directory path")), None, "null: <output_dir>/checkpoints"),
-    ),
-    "progress": (
-        Field(
-            "every_steps",
-            _int(1),
-            10,
-            "optimizer steps between status/log/TensorBoard updates (and after the first step of a start)",
-        ),
-        Field("status_file", _optional(_path("a file path")), None, "null: <output_dir>/status.json"),
-        Field("metrics_file", _optional(_path("a file path")), None, "null: <output_dir>/metrics.jsonl"),
-        Field("tensorboard", _bool(), True, "write TensorBoard event files when tensorboard is importable"),
-        Field("tensorboard_dir", _optional(_path("a directory path")), None, "null: <output_dir>/tensorboard"),
-    ),
-}
-TOP_LEVEL: tuple[Field, ...] = (
-    Field(
-        "stack_id",
-        _optional(_text(r"[A-Za-z0-9._+-]+", "a stack id of letters, digits, '.', '_', '+', '-'")),
-        None,
-        f"shown in status and checkpoints; null: ${STACK_ID_ENV}, else unknown",
-    ),
-)
-REQUIRED_SECTIONS = ("model", "data")
-PATH_FIELDS = {
-    ("model", "chat_template"),
-    ("data", "path"),
-    ("train", "output_dir"),
-    ("checkpoint", "dir"),
-    ("progress", "status_file"),
-    ("progress", "metrics_file"),
-    ("progress", "tensorboard_dir"),
-}
+def option(kind: Kind, default: Any = MISSING, doc: str = "") -> Any:
+    """Declare a config field on a section dataclass: its kind (type, range, error text), its default (MISSING:
+    required) and its one-line doc. The dataclass field itself has no default: from_dict fills every field."""
+    return dataclasses.field(metadata={"kind": kind, "default": default, "doc": doc})
 
 
-# --- the validated config -------------------------------------------------------------------------------------------
+# Sections of the config: fields of Config whose type is a section dataclass.
+_SECTION = {"section": True, "required": False}
+_REQUIRED_SECTION = {"section": True, "required": True}
+
+
+def fields_of(cls: type) -> tuple[Field, ...]:
+    return tuple(
+        Field(f.name, f.metadata["kind"], f.metadata["default"], f.metadata["doc"])
+        for f in dataclasses.fields(cls)
+        if "kind" in f.metadata
+    )
 
 
 @dataclass(frozen=True)
 class ModelConfig:
-    path: str
-    allow_download: bool
-    chat_template: str | None
+    path: str = option(
+        _path("the directory of a locally staged model (config.json, tokenizer, weights)", resolve=True),
+        doc="local model directory (a hub id only with allow_download: true)",
+    )
+    allow_download: bool = option(_bool(), False, "allow fetching model.path from the Hugging Face hub at run time")
+    chat_template: str | None = option(
+        _optional(_path("the path of a Jinja chat template file", resolve=True)),
+        None,
+        "a Jinja file that replaces the tokenizer's chat template",
+    )
 
 
 @dataclass(frozen=True)
 class DataConfig:
-    path: str
-    format: str
-    max_seq_length: int
-    packing: bool
-    loss_on: str
-    shuffle: bool
-    seed: int | None
-    cache: bool
+    path: str = option(_path("the path of a JSONL training file", resolve=True), doc="JSONL, one record a line")
+    format: str = option(_choice("auto", "messages", "prompt_response"), "auto", "record format; auto: per record")
+    max_seq_length: int = option(_int(16), 2048, "tokens per training sequence")
+    packing: bool = option(_bool(), True, "pack examples into full sequences (else pad each to max_seq_length)")
+    loss_on: str = option(_choice("assistant", "all"), "assistant", "tokens that carry loss")
+    shuffle: bool = option(_bool(), True, "shuffle each epoch (deterministic from the seed)")
+    seed: int | None = option(_optional(_int(0)), None, "shuffling seed; null: train.seed")
+    cache: bool = option(_bool(), True, "keep the tokenized sequences in <output_dir>/data-cache for the next start")
 
 
 @dataclass(frozen=True)
 class LoraConfig:
-    r: int
-    alpha: float
-    dropout: float
-    target_modules: tuple[str, ...]
+    r: int = option(_int(1), 64, "LoRA rank")
+    alpha: float = option(_number(0.0, 4096.0, low_open=True), 16.0, "LoRA alpha (scale = alpha / r)")
+    dropout: float = option(_number(0.0, 1.0, high_open=True), 0.0, "LoRA dropout; 0 keeps Unsloth's fast LoRA kernels")
+    target_modules: tuple[str, ...] = option(_modules(), DEFAULT_TARGET_MODULES, "modules that get adapters")
 
 
 @dataclass(frozen=True)
 class TrainConfig:
-    backend: str
-    device: str
-    dtype: str
-    output_dir: str
-    epochs: float
-    max_steps: int | None
-    batch_size: int | str
-    global_batch_size: int | None
-    gradient_accumulation_steps: int
-    gradient_checkpointing: bool | str
-    auto_max_batch_size: int
-    auto_memory_fraction: float
-    learning_rate: float
-    lr_scheduler: str
-    warmup_steps: int
-    weight_decay: float
-    max_grad_norm: float | None
-    seed: int
+    backend: str = option(_choice("auto", "unsloth", "hf"), "auto", "auto: unsloth where CUDA is available, else hf")
+    device: str = option(_choice("auto", "cuda", "cpu"), "auto", "auto: cuda when available")
+    dtype: str = option(_choice("auto", "bfloat16", "float32"), "auto", "auto: bfloat16 on CUDA, float32 on CPU")
+    output_dir: str = option(_path("a directory the trainer can create and write to", resolve=True), DEFAULT_OUTPUT_DIR)
+    epochs: float = option(_number(0.0, 1000.0, low_open=True), 1.0, "passes over the data")
+    max_steps: int | None = option(_optional(_int(1)), None, "optimizer steps; null: from epochs")
+    batch_size: int | str = option(_or_auto(_int(1)), "auto", "micro-batch (sequences per forward pass, per process)")
+    global_batch_size: int | None = option(
+        _optional(_int(1)), None, "sequences per optimizer step over all processes; sets the accumulation"
+    )
+    gradient_accumulation_steps: int = option(_int(1), 1, "micro-batches per optimizer step")
+    gradient_checkpointing: bool | str = option(_or_auto(_bool()), "auto", "recompute activations in backward")
+    auto_max_batch_size: int = option(_int(1), 16, "largest micro-batch the automatic choice considers")
+    auto_memory_fraction: float = option(
+        _number(0.0, 1.0, low_open=True), 0.9, "share of GPU memory the automatic choice may plan to use"
+    )
+    learning_rate: float = option(
+        _number(1e-8, 0.1, note="AdamW on LoRA weights: typically 1e-5 to 1e-3"), 2e-4, "AdamW learning rate"
+    )
+    lr_scheduler: str = option(_choice("linear", "cosine", "constant"), "linear", "decay after warm-up")
+    warmup_steps: int = option(_int(0), 10, "linear warm-up steps")
+    weight_decay: float = option(_number(0.0, 1.0), 0.0, "AdamW weight decay")
+    max_grad_norm: float | None = option(
+        _optional(_number(0.0, 1000.0, low_open=True)), 1.0, "gradient clipping; null: none"
+    )
+    seed: int = option(_int(0), 3407, "seed of LoRA init, dropout and shuffling")
+    collective_timeout_s: float = option(
+        _number(10.0, 86400.0),
+        600.0,
+        "under torchrun: seconds a rank waits for the others (a step's reduction, rank 0's tokenization, "
+        "autotuning and checkpoint writes) before it fails",
+    )
 
 
 @dataclass(frozen=True)
 class CheckpointConfig:
-    every_steps: int
-    keep_last: int
-    dir: str
+    every_steps: int = option(_int(1), 100, "optimizer steps between checkpoints")
+    keep_last: int = option(_int(1), 3, "checkpoints kept")
+    dir: str = option(_optional(_path("a directory path", resolve=True)), None, "null: <output_dir>/checkpoints")
 
 
 @dataclass(frozen=True)
 class ProgressConfig:
-    every_steps: int
-    status_file: str
-    metrics_file: str
-    tensorboard: bool
-    tensorboard_dir: str
+    every_steps: int = option(
+        _int(1),
+        10,
+        "optimizer steps between status/log/TensorBoard updates (and after the first step of a start)",
+    )
+    status_file: str = option(_optional(_path("a file path", resolve=True)), None, "null: <output_dir>/status.json")
+    metrics_file: str = option(_optional(_path("a file path", resolve=True)), None, "null: <output_dir>/metrics.jsonl")
+    tensorboard: bool = option(_bool(), True, "write TensorBoard event files when tensorboard is importable")
+    tensorboard_dir: str = option(
+        _optional(_path("a directory path", resolve=True)), None, "null: <output_dir>/tensorboard"
+    )
 
 
 @dataclass(frozen=True)
 class Config:
-    model: ModelConfig
-    data: DataConfig
-    lora: LoraConfig
-    train: TrainConfig
-    checkpoint: CheckpointConfig
-    progress: ProgressConfig
-    stack_id: str | None
+    model: ModelConfig = dataclasses.field(metadata=_REQUIRED_SECTION)
+    data: DataConfig = dataclasses.field(metadata=_REQUIRED_SECTION)
+    lora: LoraConfig = dataclasses.field(metadata=_SECTION)
+    train: TrainConfig = dataclasses.field(metadata=_SECTION)
+    checkpoint: CheckpointConfig = dataclasses.field(metadata=_SECTION)
+    progress: ProgressConfig = dataclasses.field(metadata=_SECTION)
+    stack_id: str | None = option(
+        _optional(_text(r"[A-Za-z0-9._+-]+", "a stack id of letters, digits, '.', '_', '+', '-'")),
+        None,
+        f"shown in status and checkpoints; null: ${STACK_ID_ENV}, else unknown",
+    )
     source: str | None = None  # the file it was read from
 
     @property
@@ -397,14 +344,15 @@ class Config:
         return out
 
 
-_SECTION_TYPES = {
-    "model": ModelConfig,
-    "data": DataConfig,
-    "lora": LoraConfig,
-    "train": TrainConfig,
-    "checkpoint": CheckpointConfig,
-    "progress": ProgressConfig,
+_HINTS = get_type_hints(Config)
+_SECTION_TYPES: dict[str, type] = {
+    f.name: _HINTS[f.name] for f in dataclasses.fields(Config) if f.metadata.get("section")
 }
+SCHEMA: dict[str, tuple[Field, ...]] = {name: fields_of(cls) for name, cls in _SECTION_TYPES.items()}
+TOP_LEVEL: tuple[Field, ...] = fields_of(Config)
+REQUIRED_SECTIONS = tuple(f.name for f in dataclasses.fields(Config) if f.metadata.get("required"))
+# Paths resolve against the config file's directory (model.path only when it is no hub id: see from_dict).
+PATH_FIELDS = tuple((name, f.name) for name, spec in SCHEMA.items() for f in spec if f.kind.resolve)
 
 
 def _unknown(field: str, value: Any, known: list[str]) -> Issue:
@@ -440,7 +388,8 @@ def from_dict(raw: Any, base_dir: str | Path = ".", source: str | None = None) -
         raise ConfigError(issues)
 
     for section, name in PATH_FIELDS:
-        values[section][name] = _resolve(values[section][name], base)
+        if (section, name) != ("model", "path"):
+            values[section][name] = _resolve(values[section][name], base)
     # model.path stays as written when downloads are allowed and it is no local path (then it is a hub id).
     model_path = values["model"]["path"]
     local = _resolve(model_path, base)

@@ -17,15 +17,16 @@ _PRIORITY = {logging.DEBUG: 7, logging.INFO: 6, logging.WARNING: 4, logging.ERRO
 
 
 class OneLineFormatter(logging.Formatter):
-    def __init__(self, journald: bool):
+    def __init__(self, journald: bool, prefix: str = ""):
         super().__init__()
         self.journald = journald
+        self.prefix = prefix  # "rank 3: " on torchrun's ranks other than 0
 
     def format(self, record: logging.LogRecord) -> str:
         message = record.getMessage()
         if record.exc_info:
             message = f"{message}\n{self.formatException(record.exc_info)}"
-        message = " | ".join(line.rstrip() for line in message.splitlines() if line.strip())
+        message = self.prefix + " | ".join(line.rstrip() for line in message.splitlines() if line.strip())
         if self.journald:
             return f"<{_PRIORITY.get(record.levelno, 6)}>{record.name}: {message}"
         stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(record.created))
@@ -33,13 +34,18 @@ class OneLineFormatter(logging.Formatter):
 
 
 def setup(level: int = logging.INFO) -> logging.Logger:
-    """Configure the `h100fleet.trainer` logger (idempotent) and return it."""
+    """Configure the `h100fleet.trainer` logger (idempotent) and return it. Under torchrun the ranks other than 0
+    log warnings and errors only, prefixed with their rank: rank 0 tells the job's story once
+    (H100FLEET_TRAINER_LOG_RANKS=all: every rank logs everything, for debugging and the tests)."""
     logger = logging.getLogger("h100fleet.trainer")
-    logger.setLevel(level)
+    rank = os.environ.get("RANK", "0").strip() or "0"
+    prefix = "" if rank == "0" else f"rank {rank}: "
+    quiet = prefix and os.environ.get("H100FLEET_TRAINER_LOG_RANKS", "") != "all"
+    logger.setLevel(max(level, logging.WARNING) if quiet else level)
     logger.propagate = False
     if not any(getattr(h, "_h100fleet", False) for h in logger.handlers):
         handler = logging.StreamHandler(sys.stderr)
-        handler.setFormatter(OneLineFormatter(journald=bool(os.environ.get("JOURNAL_STREAM"))))
+        handler.setFormatter(OneLineFormatter(journald=bool(os.environ.get("JOURNAL_STREAM")), prefix=prefix))
         handler._h100fleet = True  # type: ignore[attr-defined]
         logger.addHandler(handler)
     return logger

@@ -39,8 +39,9 @@ class Progress:
     """Holds the status document; write() replaces the status file, report() also appends a metrics line, logs
     and adds TensorBoard scalars."""
 
-    def __init__(self, cfg, status: dict[str, Any]):
+    def __init__(self, cfg, status: dict[str, Any], enabled: bool = True):
         self.cfg = cfg
+        self.enabled = enabled  # false on the ranks other than 0: one status file, one metrics file per job
         self.status_path = Path(cfg.progress.status_file)
         self.metrics_path = Path(cfg.progress.metrics_file)
         self.status: dict[str, Any] = {
@@ -59,6 +60,8 @@ class Progress:
         self.writer = None
 
     def open_tensorboard(self, start_step: int) -> None:
+        if not self.enabled:
+            return
         if not self.cfg.progress.tensorboard:
             log.info("tensorboard event files off (progress.tensorboard: false)")
             return
@@ -77,12 +80,16 @@ class Progress:
     def write(self, **fields: Any) -> None:
         self.status.update(fields)
         self.status["updated_at"] = now_iso()
+        if not self.enabled:
+            return
         try:
             write_json_atomic(self.status_path, self.status)
         except OSError as exc:  # a full disk must not kill a run that can still checkpoint
             log.warning("could not write %s: %s", self.status_path, exc)
 
     def report(self, *, step: int, loss: float, lr: float, tokens: int, seconds: float, extra: dict[str, Any]) -> None:
+        if not self.enabled:
+            return
         total = self.status.get("total_steps") or step
         tps = tokens / seconds if seconds > 0 else None
         rate = extra.pop("seconds_per_step", None)

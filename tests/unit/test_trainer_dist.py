@@ -1,0 +1,111 @@
+"""Data-parallel arithmetic and checks that need no torch: each rank's share of a global batch, micro-batches,
+torchrun's environment, and what --check refuses for several processes."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from h100fleet.trainer import autotune, config, dist
+
+REPO = Path(__file__).resolve().parents[2]
+MINIMAL = {"model": {"path": "/srv/model"}, "data": {"path": "/srv/data.jsonl"}}
+
+
+def cfg(**train) -> config.Config:
+    return config.from_dict({**MINIMAL, "train": train}, base_dir="/")
+
+
+@pytest.mark.parametrize(
+    ("total", "size", "expected"),
+    [
+        (4, 1, [(0, 4)]),
+        (4, 2, [(0, 2), (2, 4)]),
+        (16, 8, [(i * 2, i * 2 + 2) for i in range(8)]),
+        # 8 -> 7 GPUs: the global batch stays 16, the first two ranks take one sequence more.
+        (16, 7, [(0, 3), (3, 6), (6, 8), (8, 10), (10, 12), (12, 14), (14, 16)]),
+    ],
+)
+def test_shares_cover_the_global_batch_once_in_order(total, size, expected):
+    got = dist.shares(total, size)
+    assert got == expected
+    assert [i for lo, hi in got for i in range(lo, hi)] == list(range(total))
+
+
+def test_micro_batches():
+    assert dist.micro_batches([5, 6, 7, 8, 9], 2) == [[5, 6], [7, 8], [9]]
+    assert dist.micro_batches([5], 4) == [[5]]
+
+
+def test_accumulation_and_batches_per_process():
+    c = cfg(global_batch_size=16)
+    assert [autotune.accumulation(c, 2, world) for world in (1, 2, 4, 8)] == [8, 4, 2, 1]
+    assert autotune.accumulation(c, 1, 7) == 3  # the largest share (3 sequences) in micro-batches of 1
+    assert autotune.allowed_batches(c, 100, 4) == [1, 2, 4]
+    assert autotune.allowed_batches(c, 100, 7) == [1, 3]
+    assert autotune.accumulation(cfg(gradient_accumulation_steps=3), 2, 4) == 3  # no global batch: as set
+
+
+def test_world_from_the_torchrun_environment():
+    assert dist.from_environment({}) == dist.World(0, 1, 0)
+    world = dist.from_environment({"RANK": "5", "WORLD_SIZE": "8", "LOCAL_RANK": "1"})
+    assert (world.rank, world.size, world.local_rank, world.main, world.distributed) == (5, 8, 1, False, True)
+    for environ, message in (
+        ({"WORLD_SIZE": "two"}, "WORLD_SIZE='two': expected an integer (set by torchrun)"),
+        ({"WORLD_SIZE": "2", "RANK": "2"}, "RANK=2: expected 0..1 (WORLD_SIZE=2)"),
+        ({"WORLD_SIZE": "0"}, "WORLD_SIZE=0: expected >= 1"),
+    ):
+        with pytest.raises(dist.WorldError) as info:
+            dist.from_environment(environ)
+        assert str(info.value) == message
+
+
+def test_unsloth_2024_runs_one_gpu_only():
+    assert dist.unsloth_runs_one_gpu_only("2024.8")
+    assert dist.unsloth_runs_one_gpu_only("2024.12.4")
+    assert not dist.unsloth_runs_one_gpu_only("2026.10.9")
+    assert not dist.unsloth_runs_one_gpu_only(None)  # not installed: the hf backend
+
+
+def test_world_issues():
+    single = "runs on one GPU only (it pins CUDA_VISIBLE_DEVICES to the first device)"
+    issues = [str(i) for i in dist.world_issues(cfg(), 8, "2024.8")]
+    assert issues == [
+        f'train.backend = "auto": expected "hf" for 8 processes: this stack\'s unsloth 2024.8 {single}; or run 1 '
+        "process, or use a stack with unsloth 2025 or later"
+    ]
+    assert dist.world_issues(cfg(), 1, "2024.8") == []
+    assert dist.world_issues(cfg(backend="hf"), 8, "2024.8") == []
+    assert dist.world_issues(cfg(device="cpu"), 8, "2024.8") == []
+    assert dist.world_issues(cfg(), 8, "2026.10.9") == []
+    assert [str(i) for i in dist.world_issues(cfg(global_batch_size=4), 8, None)] == [
+        "train.global_batch_size = 4: expected at least the world size 8 (a sequence per process)"
+    ]
+
+
+def test_check_with_a_world_size(tmp_path):
+    path = tmp_path / "trainer.yml"
+    path.write_text(yaml.safe_dump({**MINIMAL, "train": {"global_batch_size": 4, "output_dir": str(tmp_path)}}))
+    environ = {**os.environ, "PYTHONPATH": str(REPO / "src")}
+    environ.pop("JOURNAL_STREAM", None)
+    environ.pop("WORLD_SIZE", None)
+
+    def check(*args: str, **extra: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "h100fleet.trainer", "--config", str(path), "--check", *args],
+            capture_output=True,
+            text=True,
+            env={**environ, **extra},
+            check=False,
+        )
+
+    assert check("--world-size", "4").returncode == 0
+    for result in (check("--world-size", "8"), check(WORLD_SIZE="8")):
+        assert result.returncode == 78
+        assert "train.global_batch_size = 4: expected at least the world size 8" in result.stderr
+        assert "invalid config for 8 processes: exit 78 (not restarted)" in result.stderr
