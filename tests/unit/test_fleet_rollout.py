@@ -33,8 +33,7 @@ def done(host, downtime, step_before=100, step_after=110, **kw):
         step_after=step_after,
         probe_status="OK",
         gemm_tflops=790.2,
-        service_state="active",
-        **kw,
+        **{"service_state": "active", **kw},
     )
 
 
@@ -97,17 +96,32 @@ def test_gpu_node_fails_on_crit_when_a_gpu_is_required():
 def test_stack_without_nvidia_ml_py_fails_even_without_a_gpu(monkeypatch):
     # What the probe reports when it runs in a stack without nvidia-ml-py: the real nvml.snapshot, pynvml hidden.
     monkeypatch.setitem(sys.modules, "pynvml", None)
-    snapshot = nvml.snapshot()
-    assert "not importable" in snapshot["error"]
-    verdict = rollout.probe_verdict(report_from(snapshot), gpu_required=False)
+    assert "not importable" in nvml.snapshot()["error"]
+    report = report_from(None)  # the probe reads NVML on this node, as on a real one
+    assert report["stack_broken"] == ["nvidia_gpu_visible"]
+    verdict = rollout.probe_verdict(report, gpu_required=False)
     assert not verdict["ok"]
     assert "the stack cannot run the probes" in verdict["reason"]
     assert "pynvml" in verdict["reason"]
 
 
+def test_the_gate_reads_the_reports_stack_broken_field_not_a_message():
+    # a GPU-less node on a good stack whose message happens to read like a broken stack passes: the field decides
+    report = report_from({"error": "pynvml (nvidia-ml-py) not importable, says the test"})
+    assert report["stack_broken"] == []
+    assert rollout.probe_verdict(report, gpu_required=False)["ok"]
+    report["stack_broken"] = ["nvidia_gpu_visible"]
+    verdict = rollout.probe_verdict(report, gpu_required=False)
+    assert not verdict["ok"] and verdict["reason"].startswith("the stack cannot run the probes: nvidia_gpu_visible")
+    # a report from a probe without the field cannot tell: it fails
+    del report["stack_broken"]
+    assert "no stack_broken field" in rollout.probe_verdict(report, gpu_required=False)["reason"]
+
+
 def test_torch_import_failure_fails_the_gate():
     report = {
         "status": "CRIT",
+        "stack_broken": ["torch_import"],
         "checks": [
             {"name": "nvidia_gpu_visible", "status": "OK", "value": "8 NVIDIA GPUs visible"},
             {"name": "torch_import", "status": "CRIT", "value": None, "detail": "ImportError: libcudnn.so.8"},
@@ -122,6 +136,7 @@ def test_missing_report_fails_and_gemm_is_the_slowest_gpu():
     assert rollout.probe_verdict(None, gpu_required=False)["reason"] == "no probe report"
     report = {
         "status": "OK",
+        "stack_broken": [],
         "checks": [
             {"name": "gemm_bf16_tflops[0]", "status": "OK", "value": 790.5},
             {"name": "gemm_bf16_tflops[1]", "status": "OK", "value": 781.0},
@@ -176,7 +191,15 @@ def test_summary_of_a_halted_rollout_names_the_nodes_left_on_the_old_stack():
     assert s["failed"] == ["node-2"]
     assert s["remaining_on_old"] == ["node-2", "node-10"]
     assert s["on_new_stack"] == 2
-    assert s["counts"] == {"done": 1, "skipped": 1, "rolled-back": 1, "rollback-failed": 0, "untouched": 1}
+    assert s["counts"] == {
+        "done": 1,
+        "skipped": 1,
+        "rolled-back": 1,
+        "rollback-failed": 0,
+        "unreachable": 0,
+        "reverted": 0,
+        "untouched": 1,
+    }
     assert [n["host"] for n in doc["nodes"]] == ["node-1", "node-2", "node-3", "node-10"]
 
 
@@ -200,7 +223,8 @@ def test_markdown_report():
     text = rollout.markdown(halted_doc())
     assert "**halted**. 2 of 4 nodes on the new stack." in text
     assert "Rolled back, and the rollout stopped there: node-2 (see error)." in text
-    assert "Remaining on the old stack: node-2, node-10." in text
+    assert "Not on the new stack: node-2, node-10." in text
+    assert "Needs attention: node-2: probe | stack broken" in text
     assert "median 41.0 s, max 41.0 s over 1 nodes; within the 90 s target." in text
     assert f"| node-1 | done | - | {A} | {B} | 41.0 | - | 100 -> 110 | OK (790) | active | - | - |" in text
     # a "|" in an error does not break the table
@@ -386,3 +410,110 @@ def test_downtime_ends_at_the_restarted_trainers_first_step_when_it_reports_one(
     status = {"updated_at": "2027-01-15T08:00:47+0000", "first_step_at": "2027-01-15T08:00:41.250+00:00"}
     assert rollout.downtime_s(stop, status) == 41.2
     assert rollout.downtime_s(stop, {**status, "first_step_at": None}) == 47.0
+
+
+# --- the flip journal, rollback targets, lost nodes ----------------------------------------------------------------
+
+SA = {"id": A, "lock_hash": "a" * 64, "path": "/opt/h100fleet/stacks/a"}
+SB = {"id": B, "lock_hash": "b" * 64, "path": "/opt/h100fleet/stacks/b"}
+S0 = {"id": "older", "lock_hash": "0" * 64, "path": "/opt/h100fleet/stacks/0"}
+
+
+def test_journal_opened_before_the_stop_records_where_the_node_was():
+    j = rollout.journal_open(None, kind="rollout", active=SA, previous=S0, to=SB, was_active=True, now=100, timeout=60)
+    assert (j["state"], j["from"], j["to"], j["was_active"], j["step"]) == ("open", SA, SB, True, None)
+    assert j["restore"] == {"current": SA, "previous": S0}
+    assert j["deadline"] == 160
+    j = rollout.journal_step(j, "120")
+    assert j["step"] == 120
+    assert rollout.journal_unfinished(j)
+    closed = rollout.journal_close(j, "done", 150)
+    assert (closed["state"], closed["outcome"]) == ("closed", "done")
+    assert not rollout.journal_unfinished(closed)
+
+
+def test_an_interrupted_flip_keeps_what_its_journal_knew_before_the_stop():
+    first = rollout.journal_step(
+        rollout.journal_open(None, kind="rollout", active=SA, previous=None, to=SB, was_active=True, now=1, timeout=9),
+        120,
+    )
+    # the re-run sees a stopped trainer and current already on B: the journal still says A, active, step 120
+    again = rollout.journal_open(
+        first, kind="rollout", active=SB, previous=SA, to=SB, was_active=False, now=50, timeout=9
+    )
+    assert (again["restore"]["current"], again["was_active"], again["step"]) == (SA, True, 120)
+    assert again["restore"]["previous"] is None
+    assert (again["deadline"], again["resumed"]) == (59, 1)
+    assert rollout.journal_step(again, 130)["step"] == 120
+    # the guard put it back on A and restarted its trainer, which trained on: a new journal from what runs now
+    recovered = {**first, "state": "recovered"}
+    fresh = rollout.journal_open(
+        recovered, kind="rollout", active=SA, previous=S0, to=SB, was_active=True, now=70, timeout=9
+    )
+    assert (fresh["state"], fresh["step"], fresh["restore"]["previous"], fresh["resumed"]) == ("open", None, S0, 0)
+
+
+def test_journal_refuses_what_it_cannot_record():
+    with pytest.raises(rollout.RecordError, match="kind"):
+        rollout.journal_open(None, kind="flip", active=SA, previous=None, to=SB, was_active=True, now=1, timeout=1)
+    with pytest.raises(rollout.RecordError, match="runs no stack"):
+        rollout.journal_open(None, kind="rollout", active={}, previous=None, to=SB, was_active=True, now=1, timeout=1)
+    with pytest.raises(rollout.RecordError, match="state 'half'"):
+        rollout.journal_state({"state": "half"})
+
+
+def test_rollback_target_comes_from_the_journal_and_a_second_rollback_does_nothing():
+    done_j = rollout.journal_close(
+        rollout.journal_open(None, kind="rollout", active=SA, previous=None, to=SB, was_active=True, now=1, timeout=9),
+        "done",
+        5,
+    )
+    first = rollout.rollback_target(done_j, "", SB, SA)
+    assert (first["action"], first["target"]) == ("switch", SA)
+    after = rollout.journal_close(
+        rollout.journal_open(done_j, kind="rollback", active=SB, previous=SA, to=SA, was_active=True, now=9, timeout=9),
+        "reverted",
+        10,
+    )
+    assert after["restore"] == {"current": SA, "previous": SB}
+    assert rollout.rollback_target(after, "", SA, SB)["action"] == "none"
+    # an unfinished flip that the guard already put back on A: finish (confirm and close), do not toggle
+    recovered = {**done_j, "state": "recovered"}
+    assert rollout.rollback_target(recovered, None, SA, None)["action"] == "finish"
+    # an explicit target, and refusals
+    assert rollout.rollback_target(None, A, SB, SA)["target"] == SA
+    assert rollout.rollback_target(None, "", SB, SA)["action"] == "refuse"
+    refused = rollout.rollback_target(done_j, "nope", SB, SA)
+    assert refused["action"] == "refuse" and "neither the node's current stack" in refused["reason"]
+
+
+def test_lost_nodes_are_unreachable_with_their_state_unknown(tmp_path):
+    rollout.init(
+        tmp_path, {"stack": B, "hosts": ["n1", "n2"]}, [rec("n1", "untouched", batch=2), rec("n2", "untouched")]
+    )
+    doc = rollout.mark_lost(tmp_path, ["n1"], "lost during batch 2")
+    n1 = doc["nodes"][0]
+    assert (n1["status"], n1["batch"], n1["old_stack"]) == ("unreachable", 2, A)
+    assert n1["error"] == "unreachable (state unknown): lost during batch 2"
+    assert doc["summary"]["state"] == "halted"
+    assert doc["summary"]["unreachable"] == ["n1"]
+    md = (tmp_path / "rollout-report.md").read_text()
+    assert "Unreachable (state unknown): n1" in md
+    assert "Needs attention: n1: unreachable (state unknown): lost during batch 2" in md
+
+
+def test_complete_needs_every_trainer_that_ran_to_run_again():
+    stopped = done("a", 10.0, was_active=True, service_state="inactive")
+    doc = rollout.document({"stack": B}, [stopped, done("b", 10.0, was_active=True)])
+    assert doc["summary"]["state"] == "in progress"
+    assert doc["summary"]["not_training"] == ["a"]
+    idle = done("a", None, was_active=False, service_state="inactive")
+    assert rollout.document({"stack": B}, [idle])["summary"]["state"] == "complete"
+
+
+def test_record_update_keeps_the_other_fields(tmp_path):
+    rollout.record(tmp_path, done("n1", 12.0, batch=1))
+    doc = rollout.record(tmp_path, {"host": "n1", "status": "reverted", "note": "rollback.yml"}, update=True)
+    n1 = doc["nodes"][0]
+    assert (n1["status"], n1["batch"], n1["note"]) == ("reverted", 1, "rollback.yml")
+    assert doc["summary"]["state"] == "rolled back"

@@ -676,6 +676,7 @@ def test_report_to_json():
             "summary": "UNKNOWN gpu-a01: 1 UNKNOWN, 1 WARN, 1 OK (1.2 s) - ecc_mode[1]: not supported; "
             "temperature[2]: 80 C, 7 C below slowdown",
             "environment": {},
+            "stack_broken": [],
             "checks": [
                 {"name": "gpu_count", "status": "OK", "value": 8, "threshold": 8, "remedy": "", "detail": ""},
                 {
@@ -707,6 +708,7 @@ def test_report_to_json():
         "counts",
         "summary",
         "environment",
+        "stack_broken",
         "checks",
     ]
 

@@ -1,4 +1,4 @@
-"""After the three rollout cases (side_effect.yml): every node runs the fixed stack, its trainer is active and its
+"""After the rollout cases (side_effect.yml): every node runs the fixed stack, its trainer is active and its
 step keeps advancing, the old stack is the rollback target, and the fleet report on the control node says so."""
 
 from __future__ import annotations
@@ -58,3 +58,10 @@ def test_fleet_report():
     md = (REPORT / "rollout-report.md").read_text()
     assert "**complete**. 3 of 3 nodes on the new stack." in md
     assert "<svg" in (REPORT / "rollout-report.html").read_text()
+
+
+def test_flip_journal_closed_and_guard_timer_stopped(host):
+    journal = json.loads(host.file("/var/lib/h100fleet/rollout/journal.json").content_string)
+    assert (journal["state"], journal["outcome"], journal["to"]["id"]) == ("closed", "done", "rollout-next")
+    assert not host.service("h100fleet-rollout-guard.timer").is_running
+    assert host.file("/usr/local/libexec/h100fleet-rollout-guard").mode == 0o755

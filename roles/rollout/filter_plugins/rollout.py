@@ -26,12 +26,71 @@ def rollout_initial_records(hostvars, hosts, stack):
         hv = hostvars[host]
         on_new = str(hv.get("__rollout_on_new", False)).strip().lower() in ("true", "1", "yes")
         status = "skipped" if on_new else "untouched"
-        out.append({"host": host, "old_stack": hv.get("__rollout_old_stack"), "new_stack": stack, "status": status})
+        journal = hv.get("__rollout_journal") or {}
+        note = None
+        if rollout.journal_state(journal) == "open":
+            note = "an earlier flip did not finish (its journal is open): this run finishes it or rolls it back"
+        elif rollout.journal_state(journal) == "recovered":
+            note = (
+                f"the node-side guard put it back on {journal.get('recovered_to')} after an earlier flip did not "
+                "finish: this run confirms it and moves it"
+            )
+        out.append(
+            {
+                "host": host,
+                "old_stack": hv.get("__rollout_old_stack"),
+                "new_stack": stack,
+                "status": status,
+                "note": note,
+            }
+        )
     return out
 
 
 def rollout_batch_number(host, hosts, serial):
     return rollout.batch_number(host, list(hosts), list(serial))
+
+
+def rollout_journal_open(existing, kind, active, previous, to, was_active, now, timeout):  # noqa: PLR0917 (a filter's arguments)
+    return rollout.journal_open(
+        existing or None,
+        kind=kind,
+        active=active,
+        previous=previous or None,
+        to=to,
+        was_active=was_active,
+        now=now,
+        timeout=timeout,
+    )
+
+
+def rollout_lost_hosts(hostvars, hosts_all, hosts_active, serial, batch):
+    """The hosts of this play's batches up to `batch` that Ansible lost: not among the play's active hosts and not
+    in a rescue of this run (batch-mates sent to their rescue leave the active hosts too)."""
+    hosts_all = list(hosts_all)
+    out = []
+    for host in hosts_all:
+        number = rollout.batch_number(host, hosts_all, list(serial))
+        if number is None or number > int(batch) or host in hosts_active:
+            continue
+        if str(hostvars[host].get("__rollout_in_rescue", False)).lower() == "true":
+            continue
+        out.append(host)
+    return out
+
+
+def rollout_rollback_outcomes(hostvars, hosts_all, hosts_active):
+    """rollback.yml's outcome per node: {"outcomes": {host: text}, "lost": [...], "problems": ["host: text"]}. A
+    host missing from the active ones, or that noted itself unreachable, was lost."""
+    outcomes = {}
+    for host in hosts_all:
+        if host not in hosts_active:
+            outcomes[host] = "unreachable (state unknown): lost during the rollback"
+        else:
+            outcomes[host] = str(hostvars[host].get("__rollout_rb_outcome") or "failed: not visited")
+    lost = [h for h, text in outcomes.items() if text.startswith("unreachable")]
+    problems = [f"{h}: {text}" for h, text in outcomes.items() if text.startswith(("unreachable", "refused", "failed"))]
+    return {"outcomes": outcomes, "lost": lost, "problems": problems}
 
 
 class FilterModule:
@@ -43,4 +102,12 @@ class FilterModule:
             "rollout_phases": rollout.phases_s,
             "rollout_batch_number": rollout_batch_number,
             "rollout_initial_records": rollout_initial_records,
+            "rollout_journal_open": rollout_journal_open,
+            "rollout_journal_step": rollout.journal_step,
+            "rollout_journal_close": rollout.journal_close,
+            "rollout_journal_unfinished": rollout.journal_unfinished,
+            "rollout_same_stack": rollout.same_stack,
+            "rollout_rollback_target": rollout.rollback_target,
+            "rollout_lost_hosts": rollout_lost_hosts,
+            "rollout_rollback_outcomes": rollout_rollback_outcomes,
         }

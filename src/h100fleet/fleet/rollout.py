@@ -8,15 +8,21 @@ the old stack. Layout of a report directory:
     <dir>/nodes/<host>.json       one record per node (below)
     <dir>/rollout-report.md|.json|.html
 
-A record: host, old_stack, new_stack, status (done / skipped / rolled-back / rollback-failed / untouched), batch,
+A record: host, old_stack, new_stack, status (done / skipped / rolled-back / rollback-failed / unreachable /
+reverted / untouched), batch,
 downtime_s (service stop until the training step advanced again), phases_s (where the downtime went: stop,
 switch, driver, probe, start = from the end of the probes until the trainer's first step past the checkpoint),
 step_before (the checkpointed step at the stop), step_after (the first step seen after the start), probe_status,
-gemm_tflops (slowest GPU), service_state, driver_before and driver_after (the loaded driver's version), error.
+gemm_tflops (slowest GPU), service_state, driver_before and driver_after (the loaded driver's version), error,
+note, was_active (whether the trainer ran before the flip).
 
     python -m h100fleet.fleet.rollout init --dir D < {"rollout": {...}, "records": [...]}
-    python -m h100fleet.fleet.rollout record --dir D < {record}      # write one record, render the report
+    python -m h100fleet.fleet.rollout record --dir D [--update] < {record}  # write one record, render the report
+    python -m h100fleet.fleet.rollout lost --dir D --reason TEXT HOST...   # nodes lost: unreachable (state unknown)
     python -m h100fleet.fleet.rollout render --dir D
+
+The module also holds the flip journal's logic (journal_*, rollback_target): what a node records on itself before
+its trainer is stopped, and how a re-run, rollback.yml and the node-side guard read it.
 """
 
 from __future__ import annotations
@@ -42,9 +48,15 @@ SKIPPED = "skipped"
 ROLLED_BACK = "rolled-back"
 ROLLBACK_FAILED = "rollback-failed"
 UNTOUCHED = "untouched"
-STATUSES = (DONE, SKIPPED, ROLLED_BACK, ROLLBACK_FAILED, UNTOUCHED)
+# Lost during the run (Ansible could not reach it): what it runs is unknown until a run reaches it again.
+UNREACHABLE = "unreachable"
+# Switched back to the stack it came from by playbooks/rollback.yml.
+REVERTED = "reverted"
+STATUSES = (DONE, SKIPPED, ROLLED_BACK, ROLLBACK_FAILED, UNREACHABLE, REVERTED, UNTOUCHED)
 # Where a node of each status runs after the rollout: the new stack, or not (the old one, or unknown).
 ON_NEW = frozenset({DONE, SKIPPED})
+# Statuses that halt a rollout: a node that failed, or one whose state nobody knows.
+HALTING = (ROLLED_BACK, ROLLBACK_FAILED, UNREACHABLE)
 DOWNTIME_TARGET_S = 90.0
 
 RECORD_FIELDS = (
@@ -64,6 +76,7 @@ RECORD_FIELDS = (
     "driver_after",
     "error",
     "note",
+    "was_active",
     "finished_at",
 )
 
@@ -143,9 +156,18 @@ def normalize(record: Mapping[str, Any]) -> dict[str, Any]:
         driver_after=_text(record.get("driver_after")),
         error=_text(record.get("error")),
         note=_text(record.get("note")),
+        was_active=_bool(record.get("was_active")),
         finished_at=_text(record.get("finished_at")),
     )
     return out
+
+
+def _bool(value: Any) -> bool | None:
+    if value is None or value == "":
+        return None
+    if isinstance(value, bool):
+        return value
+    return str(value).strip().lower() in ("true", "1", "yes")
 
 
 def _phases(value: Any) -> dict[str, float] | None:
@@ -170,12 +192,15 @@ def merge(previous: Mapping[str, Any] | None, new: Mapping[str, Any]) -> dict[st
     return new
 
 
-# --- the probe gate --------------------------------------------------------------------------------------------------
+def lost(previous: Mapping[str, Any] | None, host: str, reason: str) -> dict[str, Any]:
+    """The record of a node that Ansible lost during the run: its earlier fields (stacks, batch, step) kept, its
+    status unreachable, the reason in its error. Its real state is unknown: the next run reconciles it from its
+    flip journal."""
+    base = normalize(previous) if previous else normalize({"host": host})
+    return {**base, "status": UNREACHABLE, "error": f"unreachable (state unknown): {reason}"}
 
-# What the probe reports when the stack itself cannot run it (h100fleet.probes.nvml / run): these fail a node
-# whether or not it has a GPU, because they are the stack's fault, not the hardware's.
-STACK_BROKEN_MARKERS = ("pynvml (nvidia-ml-py) not importable",)
-STACK_BROKEN_CHECKS = ("torch_import",)
+
+# --- the probe gate --------------------------------------------------------------------------------------------------
 
 
 def gemm_tflops(report: Mapping[str, Any] | None) -> float | None:
@@ -193,18 +218,24 @@ def probe_verdict(
     """Whether a node passes the rollout's probe gate: {"ok", "status", "reason", "gemm_tflops"}.
 
     A node fails when its report's status is in fail_on and a GPU is required (gpu_validate's own gate), and on
-    any node when the report shows that the new stack cannot run the probes (pynvml missing, torch not
-    importable): on a node without a GPU the probe's status is CRIT anyway ("no NVIDIA GPU visible"), and only
-    the reason tells a broken stack from a GPU-less node."""
+    any node when the report names checks in its `stack_broken` field (h100fleet.probes.result.Report): the new
+    stack cannot run the probes (nvidia-ml-py missing, torch not importable). On a node without a GPU the probe's
+    status is CRIT anyway ("no NVIDIA GPU visible"), and only that field tells a broken stack from a GPU-less
+    node. A report without the field comes from a probe that cannot say: it fails the gate."""
     if not isinstance(report, Mapping) or "checks" not in report:
         return {"ok": False, "status": None, "reason": "no probe report", "gemm_tflops": None}
+    if not isinstance(report.get("stack_broken"), list):
+        return {
+            "ok": False,
+            "status": _text(report.get("status")),
+            "reason": "the probe report has no stack_broken field (a probe older than this rollout)",
+            "gemm_tflops": gemm_tflops(report),
+        }
     status = str(report.get("status") or "UNKNOWN")
     bad = [c for c in report["checks"] if c.get("status") != "OK"]
-    broken = [
-        c
-        for c in bad
-        if c.get("name") in STACK_BROKEN_CHECKS
-        or any(marker in f"{c.get('value')} {c.get('detail')}" for marker in STACK_BROKEN_MARKERS)
+    named = set(report["stack_broken"])
+    broken = [c for c in report["checks"] if c.get("name") in named] or [
+        {"name": name} for name in report["stack_broken"]
     ]
     reason = None
     if broken:
@@ -214,6 +245,167 @@ def probe_verdict(
         first = bad[0] if bad else {}
         reason = f"probe {status}: {first.get('name')}: {first.get('detail') or first.get('value')}"
     return {"ok": reason is None, "status": status, "reason": reason, "gemm_tflops": gemm_tflops(report)}
+
+
+# --- the flip journal -----------------------------------------------------------------------------------------------
+#
+# A node keeps one journal (JSON, on the node) of its last flip: opened before its trainer is stopped, closed only
+# once the trainer is confirmed training on the stack it ends on. A journal that is not closed means the flip is
+# unfinished, whatever the node's links say. Stacks in it are the node's h100fleet_stack fact entries
+# ({"id", "lock_hash", "path"}). Fields: schema, kind (rollout / rollback), state (open / recovered / closed), from
+# and to (the stacks the flip moves between), restore ({"current", "previous"}: the links that put the node back
+# where it was safe: the stack it came from for a rollout, the target of a rollback), was_active and step (the
+# trainer before the flip: whether it ran, its checkpointed step), opened_at and deadline (epoch seconds on the
+# node's clock: the node-side guard, h100fleet.fleet.rollout_guard, restores `restore` and restarts the trainer
+# once the deadline passes on an open journal, and marks it recovered), recovered_at, closed_at, outcome.
+
+JOURNAL_SCHEMA = 1
+OPEN, RECOVERED, CLOSED = "open", "recovered", "closed"
+
+
+def journal_state(journal: Mapping[str, Any] | None) -> str:
+    """none, open, recovered or closed."""
+    if not isinstance(journal, Mapping) or not journal:
+        return "none"
+    state = _text(journal.get("state"))
+    if state not in (OPEN, RECOVERED, CLOSED):
+        raise RecordError(f"flip journal with state {state!r}: expected open, recovered or closed")
+    return state
+
+
+def journal_unfinished(journal: Mapping[str, Any] | None) -> bool:
+    return journal_state(journal) in (OPEN, RECOVERED)
+
+
+def _stack(entry: Mapping[str, Any] | None) -> dict[str, Any] | None:
+    if not isinstance(entry, Mapping) or not entry.get("id"):
+        return None
+    return {"id": entry.get("id"), "lock_hash": entry.get("lock_hash"), "path": entry.get("path")}
+
+
+def journal_open(
+    existing: Mapping[str, Any] | None,
+    *,
+    kind: str,
+    active: Mapping[str, Any],
+    previous: Mapping[str, Any] | None,
+    to: Mapping[str, Any],
+    was_active: Any,
+    now: Any,
+    timeout: Any,
+) -> dict[str, Any]:
+    """The journal to write before a flip's stop. An open journal of an earlier, interrupted flip keeps what it
+    knew before that flip began (the stack to restore, whether the trainer ran, its step): what the node shows now
+    (a trainer stopped by the interrupted flip, links already moved) is not what it was. A recovered one (the
+    node-side guard put the node back and restarted its trainer) starts afresh from what the node runs now. A
+    rollback's restore target is the stack it goes to."""
+    if kind not in ("rollout", "rollback"):
+        raise RecordError(f"journal kind {kind!r}: expected rollout or rollback")
+    now_s, timeout_s = float(now), float(timeout)
+    target = _stack(to)
+    if target is None:
+        raise RecordError(f"journal target {to!r} has no stack id")
+    if journal_state(existing) == OPEN:
+        kept = dict(existing)  # type: ignore[arg-type]
+        restore = dict(kept.get("restore") or {})
+        if kind == "rollback":
+            restore = {"current": target, "previous": _stack(active)}
+        return {
+            **kept,
+            "kind": kind,
+            "state": OPEN,
+            "to": target,
+            "restore": restore,
+            "deadline": round(now_s + timeout_s, 3),
+            "resumed": int(kept.get("resumed") or 0) + 1,
+        }
+    here = _stack(active)
+    if here is None:
+        raise RecordError("the node runs no stack: nothing to journal a flip from")
+    restore = (
+        {"current": here, "previous": _stack(previous)} if kind == "rollout" else {"current": target, "previous": here}
+    )
+    return {
+        "schema": JOURNAL_SCHEMA,
+        "kind": kind,
+        "state": OPEN,
+        "from": here,
+        "to": target,
+        "restore": restore,
+        "was_active": bool(_bool(was_active)),
+        "step": None,
+        "opened_at": round(now_s, 3),
+        "deadline": round(now_s + timeout_s, 3),
+        "resumed": 0,
+    }
+
+
+def journal_step(journal: Mapping[str, Any], step: Any) -> dict[str, Any]:
+    """The journal with the checkpointed step read after the stop; a resumed journal keeps the step its first flip
+    saw (the interrupted flip's trainer checkpointed then)."""
+    if journal.get("step") is not None:
+        return dict(journal)
+    return {**journal, "step": _int(step)}
+
+
+def journal_close(journal: Mapping[str, Any], outcome: str, now: Any) -> dict[str, Any]:
+    """The journal closed: the trainer is confirmed training (or was idle) on the stack the node ends on."""
+    return {**journal, "state": CLOSED, "outcome": outcome, "closed_at": round(float(now), 3)}
+
+
+def same_stack(a: Mapping[str, Any] | None, b: Mapping[str, Any] | None) -> bool:
+    """Whether two stack entries name the same venv (its path where both have one, else id and lock hash)."""
+    a, b = _stack(a), _stack(b)
+    if a is None or b is None:
+        return False
+    if a.get("path") and b.get("path"):
+        return a["path"] == b["path"]
+    return (a["id"], a.get("lock_hash")) == (b["id"], b.get("lock_hash"))
+
+
+def rollback_target(
+    journal: Mapping[str, Any] | None,
+    rollback_to: str | None,
+    active: Mapping[str, Any] | None,
+    previous: Mapping[str, Any] | None,
+) -> dict[str, Any]:
+    """What playbooks/rollback.yml does on a node: {"action", "target", "reason"}.
+
+    The target is the stack named by rollback_to (the active or previous stack of that id), else the journal's
+    restore stack (the stack an unfinished or the last rollout came from; a rollback's own target). action: none
+    (the node runs the target and its journal is closed: a second rollback changes nothing), finish (it runs the
+    target but its journal is open: confirm the trainer and close it), switch, or refuse (with the reason)."""
+    state = journal_state(journal)
+    wanted = _text(rollback_to)
+    if wanted:
+        candidates = [s for s in (_stack(active), _stack(previous)) if s and s["id"] == wanted]
+        if state != "none":
+            restore = _stack((journal.get("restore") or {}).get("current"))  # type: ignore[union-attr]
+            if restore and restore["id"] == wanted:
+                candidates.insert(0, restore)
+        if not candidates:
+            return {
+                "action": "refuse",
+                "target": None,
+                "reason": f"rollout_rollback_to {wanted!r} is neither the node's current stack "
+                f"({(active or {}).get('id') or 'none'}) nor its previous one ({(previous or {}).get('id') or 'none'})",
+            }
+        target = candidates[0]
+    elif state == "none":
+        return {
+            "action": "refuse",
+            "target": None,
+            "reason": "the node has no flip journal (no rollout moved it): name the stack with "
+            "-e rollout_rollback_to=<id>",
+        }
+    else:
+        target = _stack((journal.get("restore") or {}).get("current"))  # type: ignore[union-attr]
+        if target is None:
+            return {"action": "refuse", "target": None, "reason": "the node's flip journal names no stack to restore"}
+    if same_stack(active, target):
+        action = "finish" if state in (OPEN, RECOVERED) else "none"
+        return {"action": action, "target": target, "reason": f"runs {target['id']} already"}
+    return {"action": "switch", "target": target, "reason": f"{(active or {}).get('id')} -> {target['id']}"}
 
 
 # --- the training step -----------------------------------------------------------------------------------------------
@@ -323,11 +515,19 @@ def summary(records: Sequence[Mapping[str, Any]], rollout: Mapping[str, Any] | N
         counts[r["status"]] += 1
     downtimes = [r["downtime_s"] for r in records if r["status"] == DONE and r["downtime_s"] is not None]
     target = _number(rollout.get("downtime_target_s")) or DOWNTIME_TARGET_S
-    halted = counts[ROLLED_BACK] + counts[ROLLBACK_FAILED] > 0
+    halted = any(counts[status] for status in HALTING)
     remaining = [r["host"] for r in records if r["status"] not in ON_NEW]
+    # A done node whose trainer ran before the flip and is not running now needs attention: not complete.
+    not_training = [
+        r["host"]
+        for r in records
+        if r["status"] == DONE and r.get("was_active") and r.get("service_state") not in (None, "active")
+    ]
     if halted:
         state = "halted"
-    elif remaining:
+    elif counts[REVERTED] and not any(r["status"] in ON_NEW for r in records):
+        state = "rolled back"
+    elif remaining or not_training:
         state = "in progress"
     else:
         state = "complete"
@@ -338,6 +538,13 @@ def summary(records: Sequence[Mapping[str, Any]], rollout: Mapping[str, Any] | N
         "on_new_stack": len(records) - len(remaining),
         "remaining_on_old": remaining,
         "failed": [r["host"] for r in records if r["status"] in (ROLLED_BACK, ROLLBACK_FAILED)],
+        "unreachable": [r["host"] for r in records if r["status"] == UNREACHABLE],
+        "not_training": not_training,
+        "attention": {
+            r["host"]: " ".join((r.get("error") or r["status"]).split())[:200]
+            for r in records
+            if r["status"] in HALTING or r["host"] in not_training or (r["status"] == UNTOUCHED and r.get("error"))
+        },
         "downtime_s": {
             "count": len(downtimes),
             "max": max(downtimes) if downtimes else None,
@@ -439,8 +646,17 @@ def _headline(doc: Mapping[str, Any]) -> list[str]:
         lines.append(f"Nodes: {counts}.")
     if s["failed"]:
         lines.append(f"Rolled back, and the rollout stopped there: {', '.join(s['failed'])} (see error).")
+    if s["unreachable"]:
+        lines.append(
+            f"Unreachable (state unknown): {', '.join(s['unreachable'])}; the next run reconciles them from their "
+            "flip journals."
+        )
+    if s["not_training"]:
+        lines.append(f"On the new stack but not training: {', '.join(s['not_training'])}.")
     if s["remaining_on_old"]:
-        lines.append(f"Remaining on the old stack: {', '.join(s['remaining_on_old'])}.")
+        lines.append(f"Not on the new stack: {', '.join(s['remaining_on_old'])}.")
+    for host, why in s["attention"].items():
+        lines.append(f"Needs attention: {host}: {why}")
     d = s["downtime_s"]
     if d["count"]:
         verdict = "within" if not d["over_target"] else f"over for {', '.join(d['over_target'])}:"
@@ -480,6 +696,8 @@ STATUS_COLOURS = {
     SKIPPED: "#78909c",
     ROLLED_BACK: "#c62828",
     ROLLBACK_FAILED: "#6a1b9a",
+    UNREACHABLE: "#ef6c00",
+    REVERTED: "#1565c0",
     UNTOUCHED: "#b0bec5",
 }
 
@@ -613,11 +831,13 @@ def render(directory: Path) -> dict[str, Any]:
     return doc
 
 
-def init(directory: Path, rollout: Mapping[str, Any], records: Iterable[Mapping[str, Any]]) -> dict[str, Any]:
-    """Start (or resume) a rollout: write rollout.json and each node's first record (untouched, or skipped when
-    it already runs the new stack; an earlier run's done record is kept, see merge), then render."""
+def init(directory: Path, rollout: Mapping[str, Any] | None, records: Iterable[Mapping[str, Any]]) -> dict[str, Any]:
+    """Start (or resume) a rollout: write rollout.json (unless rollout is None: keep it) and each node's first
+    record (untouched, or skipped when it already runs the new stack; an earlier run's done record is kept, see
+    merge), then render."""
     with _locked(directory):
-        _write_atomic(directory / "rollout.json", json.dumps(dict(rollout), indent=2) + "\n")
+        if rollout is not None:
+            _write_atomic(directory / "rollout.json", json.dumps(dict(rollout), indent=2) + "\n")
         for record in records:
             path = _record_path(directory, normalize(record)["host"])
             kept = merge(_read_json(path), record)
@@ -625,12 +845,31 @@ def init(directory: Path, rollout: Mapping[str, Any], records: Iterable[Mapping[
         return render(directory)
 
 
-def record(directory: Path, rec: Mapping[str, Any]) -> dict[str, Any]:
+def record(directory: Path, rec: Mapping[str, Any], *, update: bool = False) -> dict[str, Any]:
     """Write one node's record and render the report again (serialised by a lock on the directory, so the last
-    render has seen every record written before it)."""
-    rec = normalize(rec)
+    render has seen every record written before it). A skipped record keeps an earlier done one (merge); with
+    update, the given fields replace those of the node's record and the others are kept."""
+    host = normalize(rec)["host"]
     with _locked(directory):
-        _write_atomic(_record_path(directory, rec["host"]), json.dumps(rec, indent=2) + "\n")
+        path = _record_path(directory, host)
+        earlier = _read_json(path)
+        if update and isinstance(earlier, Mapping):
+            new = normalize({**normalize(earlier), **rec})
+        else:
+            new = merge(earlier if isinstance(earlier, Mapping) else None, rec)
+        _write_atomic(path, json.dumps(new, indent=2) + "\n")
+        return render(directory)
+
+
+def mark_lost(directory: Path, hosts: Iterable[str], reason: str) -> dict[str, Any]:
+    """Mark the nodes Ansible lost during the run unreachable (state unknown), keeping their records' other fields,
+    and render the report."""
+    with _locked(directory):
+        for host in hosts:
+            path = _record_path(directory, host)
+            earlier = _read_json(path)
+            rec = lost(earlier if isinstance(earlier, Mapping) else None, host, reason)
+            _write_atomic(path, json.dumps(rec, indent=2) + "\n")
         return render(directory)
 
 
@@ -648,21 +887,29 @@ def main(argv: Sequence[str] | None = None) -> int:
         ("init", 'start a rollout: {"rollout": {...}, "records": [...]} on standard input'),
         ("record", "write one node's record (JSON on standard input) and render the report"),
         ("render", "render the report from the records"),
+        ("lost", "mark nodes unreachable (state unknown): --reason TEXT HOST..."),
     ):
         sp = sub.add_parser(name, help=text)
         sp.add_argument("--dir", type=Path, required=True, help="the rollout's report directory")
+        if name == "record":
+            sp.add_argument("--update", action="store_true", help="replace only the given fields of the record")
+        if name == "lost":
+            sp.add_argument("--reason", required=True, help="why the nodes are counted as lost")
+            sp.add_argument("hosts", nargs="+", help="the nodes Ansible lost")
     args = p.parse_args(argv)
     try:
         if args.command == "init":
             data = _stdin_json()
-            if not isinstance(data, Mapping) or not isinstance(data.get("rollout"), Mapping):
-                raise RecordError('init expects {"rollout": {...}, "records": [...]}')
+            if not isinstance(data, Mapping) or not isinstance(data.get("rollout"), (Mapping, type(None))):
+                raise RecordError('init expects {"rollout": {...} or null, "records": [...]}')
             doc = init(args.dir, data["rollout"], data.get("records") or [])
         elif args.command == "record":
             data = _stdin_json()
             if not isinstance(data, Mapping):
                 raise RecordError("record expects one JSON object")
-            doc = record(args.dir, data)
+            doc = record(args.dir, data, update=args.update)
+        elif args.command == "lost":
+            doc = mark_lost(args.dir, args.hosts, args.reason)
         else:
             with _locked(args.dir):
                 doc = render(args.dir)

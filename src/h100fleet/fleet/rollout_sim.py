@@ -66,7 +66,13 @@ def create_fleet(workdir: Path, n: int, *, step: int = 100) -> Path:
         "all": {
             "children": {"h100s": {"hosts": hosts}},
             "vars": {
-                "ansible_connection": "local",
+                # A host is lost (unreachable) once <state>/<host>.lost exists: its connection becomes SSH to a
+                # closed port (rollout_simulate_unreachable, or a test that writes the file).
+                "ansible_connection": (
+                    f"{{{{ 'ssh' if ('{state}/' ~ inventory_hostname ~ '.lost') is exists else 'local' }}}}"
+                ),
+                "ansible_host": "127.0.0.1",
+                "ansible_port": 9,
                 "ansible_become": False,
                 "ansible_python_interpreter": sys.executable,
                 "rollout_simulate": True,
@@ -91,7 +97,7 @@ class Run:
     log: str
 
 
-def run_rollout(
+def rollout_command(
     workdir: Path,
     inventory: Path,
     *,
@@ -101,11 +107,12 @@ def run_rollout(
     fail: list[str] | None = None,
     driver: str = "",
     playbook: Path = PLAYBOOK,
+    extra_vars: dict[str, Any] | None = None,
     extra_env: dict[str, str] | None = None,
-    timeout: float | None = None,
-) -> Run:
-    """ansible-playbook playbooks/rollout.yml (or another playbook of the rollout role, rollback.yml) on the
-    simulated fleet with the repository's ansible.cfg; the wall time of the whole run and the report it left."""
+) -> tuple[list[str], dict[str, str]]:
+    """The argv and environment of ansible-playbook playbooks/rollout.yml (or another playbook of the rollout
+    role, rollback.yml) on the simulated fleet with the repository's ansible.cfg. extra_vars: more -e settings
+    (the fault knobs rollout_simulate_unreachable, _pause, _switch_fail; rollout_rollback_to)."""
     report_dir = workdir / "report"
     extra = {
         "rollout_stack": STACK_B,
@@ -115,6 +122,7 @@ def run_rollout(
         "rollout_batch": batch,
         "rollout_simulate_fail": fail or [],
         "rollout_driver_version": driver,
+        **(extra_vars or {}),
     }
     env = {
         **os.environ,
@@ -125,6 +133,8 @@ def run_rollout(
         "ANSIBLE_GATHERING": "explicit",
         "ANSIBLE_FACT_CACHING": "memory",
         "ANSIBLE_RETRY_FILES_ENABLED": "false",
+        # A lost host's SSH connection fails at once (a closed port), without asking about host keys.
+        "ANSIBLE_HOST_KEY_CHECKING": "false",
         "PATH": f"{Path(sys.executable).parent}:{os.environ.get('PATH', '')}",
         **(extra_env or {}),
     }
@@ -136,13 +146,48 @@ def run_rollout(
         "-e",
         json.dumps(extra),
     ]
+    return argv, env
+
+
+def report_of(workdir: Path) -> dict[str, Any] | None:
+    path = workdir / "report" / "rollout-report.json"
+    return json.loads(path.read_text()) if path.exists() else None
+
+
+def run_rollout(
+    workdir: Path,
+    inventory: Path,
+    *,
+    canary: str = "1",
+    batch: str = "25%",
+    forks: int = 50,
+    fail: list[str] | None = None,
+    driver: str = "",
+    playbook: Path = PLAYBOOK,
+    extra_vars: dict[str, Any] | None = None,
+    extra_env: dict[str, str] | None = None,
+    timeout: float | None = None,
+) -> Run:
+    """Run rollout_command to its end: the wall time of the whole run and the report it left."""
+    argv, env = rollout_command(
+        workdir,
+        inventory,
+        canary=canary,
+        batch=batch,
+        forks=forks,
+        fail=fail,
+        driver=driver,
+        playbook=playbook,
+        extra_vars=extra_vars,
+        extra_env=extra_env,
+    )
     started = time.monotonic()
     proc = subprocess.run(argv, cwd=workdir, env=env, capture_output=True, text=True, check=False, timeout=timeout)
     seconds = time.monotonic() - started
-    report_path = report_dir / "rollout-report.json"
-    report = json.loads(report_path.read_text()) if report_path.exists() else None
     hosts = len(json.loads(inventory.read_text())["all"]["children"]["h100s"]["hosts"])
-    return Run(hosts, proc.returncode, round(seconds, 1), canary, batch, forks, report, proc.stdout + proc.stderr)
+    return Run(
+        hosts, proc.returncode, round(seconds, 1), canary, batch, forks, report_of(workdir), proc.stdout + proc.stderr
+    )
 
 
 def batches(n: int, canary: int, batch: str) -> int:

@@ -91,9 +91,13 @@ class Report:
     runtime_s: float = 0.0
     # What the checks ran on: driver, CUDA, Python, torch and unsloth versions (JSON values).
     environment: dict = field(default_factory=dict)
+    # The checks that failed because the Python stack running the probes lacks a module it needs (nvidia-ml-py,
+    # an importable torch), not because of the node: a rollout's gate fails a node on these whatever its GPUs.
+    stack_broken: tuple[str, ...] = ()
 
     def __post_init__(self):
         object.__setattr__(self, "checks", tuple(self.checks))
+        object.__setattr__(self, "stack_broken", tuple(self.stack_broken))
 
     @property
     def status(self) -> Status:
@@ -135,6 +139,7 @@ class Report:
             "counts": self.counts(),
             "summary": self.summary_line(),
             "environment": self.environment,
+            "stack_broken": list(self.stack_broken),
             "checks": [c.to_dict() for c in self.checks],
         }
 

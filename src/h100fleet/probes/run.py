@@ -71,6 +71,15 @@ def torch_versions() -> tuple[dict[str, str | None], Check | None]:
         return {"torch": None, "torch_cuda": None}, _failure("torch_import", exc, remedy)
 
 
+def nvml_importable() -> bool:
+    """Whether this interpreter can import pynvml (nvidia-ml-py)."""
+    try:
+        import pynvml  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
 def compute_checks(gpu_count: int, t: Thresholds, gpu_names: Sequence[str | None] = ()) -> list[Check]:
     """GEMM and copy per GPU, attention on GPU 0, all-reduce across them; `gpu_names` (NVML's, by index) pick each
     GPU's thresholds from the SKU table where `t` leaves them None."""
@@ -212,7 +221,14 @@ def probe(
         check, environment["unsloth"] = finish_unsloth(pending, unsloth_timeout)
         checks.append(check)
     runtime = round(time.monotonic() - started, 1)
-    return Report(tuple(checks), node or socket.gethostname(), runtime_s=runtime, environment=environment)
+    # The stack's own faults, for the rollout gate: torch not importable, or (on this node, not a recorded
+    # snapshot) NVML unreadable because nvidia-ml-py is not importable.
+    broken = [c.name for c in checks if c.name == "torch_import"]
+    if snapshot is None and snap.get("error") and not nvml_importable():
+        broken.insert(0, checks[0].name)
+    return Report(
+        tuple(checks), node or socket.gethostname(), runtime_s=runtime, environment=environment, stack_broken=broken
+    )
 
 
 def _cc(text: str) -> str:
