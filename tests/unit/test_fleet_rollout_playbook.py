@@ -75,3 +75,15 @@ def test_preflight_refuses_bad_settings_before_anything_changes(tmp_path):
     assert run.rc != 0
     assert "rollout_batch is '0%'; expected a count of 1 or more nodes or a percentage from 1% to 100%" in run.log
     assert states(tmp_path) == before
+
+
+def test_preflight_refuses_a_driver_bump_older_than_the_new_stack_needs(tmp_path):
+    # rollout-b needs driver >= 550.54.15 (its manifest's min_driver): a bump to 535 cannot run it.
+    inventory = rollout_sim.create_fleet(tmp_path, 2)
+    before = states(tmp_path)
+    run = rollout_sim.run_rollout(tmp_path, inventory, driver="535", forks=2)
+    assert run.rc != 0
+    assert "rollout_driver_version 535 is older than the driver stack rollout-b needs (>= 550.54.15" in " ".join(
+        run.log.split()
+    ), run.log
+    assert states(tmp_path) == before
