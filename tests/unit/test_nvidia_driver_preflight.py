@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import pytest
-from helpers import flat, run_preflight
+from helpers import KERNEL_HEADERS, flat, run_preflight
 
 
 def preflight(extra: dict, facts: dict | None = None):
+    extra = {"__nvidia_driver_modules_dir": KERNEL_HEADERS, **extra}
     return run_preflight("preflight-nvidia_driver.yml", "nvidia_driver_preflight", extra, facts)
 
 

@@ -71,3 +71,44 @@ def test_driver_fact(host):
     assert fact["installed_version"] == VERSION
     assert fact["module_flavor"] == "open"
     assert fact["held"] is True
+
+
+# The kernel modules of the driver, as make builds them (DKMS installs them under its DEST_MODULE_NAMEs).
+BUILT_MODULES = ["nvidia", "nvidia-uvm", "nvidia-modeset"]
+
+
+def kernels_with_headers(host) -> list[str]:
+    return host.check_output("ls -1 /lib/modules/*/build -d | cut -d/ -f4").split()
+
+
+def test_headers_of_debian_13s_current_kernel_are_installed(host):
+    kernels = kernels_with_headers(host)
+    # linux-headers-amd64 depends on the headers of the current kernel of trixie and trixie-security.
+    current = host.check_output(
+        "apt-cache depends linux-headers-amd64 | sed -n 's/^ *Depends: linux-headers-\\(.*-amd64\\)$/\\1/p'"
+    ).strip()
+    assert current.startswith("6.12."), current
+    assert kernels == [current]
+
+
+def test_dkms_built_and_installed_the_module_for_that_kernel(host):
+    (kernel,) = kernels_with_headers(host)
+    status = host.check_output(f"dkms status -m nvidia-current-open -v {VERSION} -k {kernel}")
+    assert f"nvidia-current-open/{VERSION}, {kernel}, x86_64: installed" in status
+
+
+@pytest.mark.parametrize("module", BUILT_MODULES)
+def test_kernel_module_built_for_that_kernel(host, module):
+    (kernel,) = kernels_with_headers(host)
+    built = host.file(f"/var/lib/dkms/nvidia-current-open/{VERSION}/build/{module}.ko")
+    assert built.is_file
+    vermagic = host.check_output(f"modinfo -F vermagic {built.path}")
+    assert vermagic.split()[0] == kernel
+    assert host.check_output(f"modinfo -F version {built.path}") == VERSION
+
+
+def test_module_was_built_with_the_patch(host):
+    log = host.file(f"/var/lib/dkms/nvidia-current-open/{VERSION}/build/make.log").content_string
+    assert "Applying patch pci-resize-resource-exclude-bars.patch" in log
+    conftest = host.check_output(f"cat /var/lib/dkms/nvidia-current-open/{VERSION}/build/conftest/types.h")
+    assert "#define NV_PCI_RESIZE_RESOURCE_HAS_EXCLUDE_BARS_ARG" in conftest
