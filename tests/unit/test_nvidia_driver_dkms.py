@@ -13,7 +13,7 @@ import yaml
 from helpers import REPO, flat, run_preflight
 
 ROLE = REPO / "roles" / "nvidia_driver"
-DKMS_VARS = yaml.safe_load((ROLE / "vars" / "dkms-Debian.yml").read_text())
+DKMS_VARS = yaml.safe_load((ROLE / "vars" / "dkms" / "debian13.yml").read_text())
 NODE = {"ansible_local": {"h100fleet_node": {"gpu_count": 8, "nvswitch_count": 0, "secure_boot": "disabled"}}}
 UBUNTU_2404 = {
     "distribution": "Ubuntu",
