@@ -68,7 +68,7 @@ def test_a_backports_kernel_with_headers_is_refused_by_name(tmp_path, flavor):
     assert result.returncode != 0
     out = flat(result)
     assert "localhost has the headers of kernel 6.16.3+deb13-amd64, 7.3.4+deb13-amd64" in out
-    assert f"Debian 13's {flavor} module of the 550 driver builds only for Debian 13's own kernel series" in out
+    assert f"Debian 13's {flavor} module of the 550 driver is known to build only for Debian 13's own kernel" in out
     assert "Boot Debian 13's kernel" in out
     assert "6.12.118+deb13-amd64," not in out
 
