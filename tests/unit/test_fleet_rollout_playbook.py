@@ -73,5 +73,5 @@ def test_preflight_refuses_bad_settings_before_anything_changes(tmp_path):
     before = states(tmp_path)
     run = rollout_sim.run_rollout(tmp_path, inventory, batch="0%", forks=2)
     assert run.rc != 0
-    assert "rollout_batch '0%'" in run.log
+    assert "rollout_batch is '0%'; expected a count of 1 or more nodes or a percentage from 1% to 100%" in run.log
     assert states(tmp_path) == before

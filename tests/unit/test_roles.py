@@ -19,10 +19,15 @@ def load(path: Path):
 def test_argument_specs_match_defaults(role):
     defaults = load(role / "defaults" / "main.yml")
     options = load(role / "meta" / "argument_specs.yml")["argument_specs"]["main"]["options"]
-    assert set(defaults) == set(options), "defaults/main.yml and meta/argument_specs.yml list different variables"
+    # The fleet pins (h100fleet_*) are documented in fleet_preflight's specs and set only by inventories.
+    pins = {name for name in options if name.startswith("h100fleet_")}
+    assert not pins or role.name == "fleet_preflight", f"{role.name} declares fleet pins: {sorted(pins)}"
+    assert set(defaults) == set(options) - pins, (
+        "defaults/main.yml and meta/argument_specs.yml list different variables"
+    )
     for name, spec in options.items():
         assert spec.get("description"), f"{role.name}: {name} has no description"
-        assert spec.get("default") == defaults[name], f"{role.name}: {name} default differs from defaults/main.yml"
+        assert name in pins or spec.get("default") == defaults[name], f"{role.name}: {name} default differs"
 
 
 @pytest.mark.parametrize("role", ROLES, ids=lambda p: p.name)

@@ -83,7 +83,7 @@ REFUSED: dict[str, tuple[dict, str]] = {
     "bad-instance": ({"training_service_instance": "Trainer 1"}, "training_service_instance 'Trainer 1' must be"),
     "bad-visible-devices": (
         {"training_service_cuda_visible_devices": "0; rm"},
-        "training_service_cuda_visible_devices '0; rm'",
+        "training_service_cuda_visible_devices is '0; rm'; expected a CUDA_VISIBLE_DEVICES list",
     ),
     "no-stack": ({"__no_stack": True}, "bin/python does not exist on no-stack: the training service runs the"),
     "enabled-without-model": (
