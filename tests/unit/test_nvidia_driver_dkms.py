@@ -67,10 +67,24 @@ def test_a_backports_kernel_with_headers_is_refused_by_name(tmp_path, flavor):
     result = preflight(root, {"nvidia_driver_module_flavor": flavor})
     assert result.returncode != 0
     out = flat(result)
-    assert "localhost has the headers of kernel 6.16.3+deb13-amd64, 7.3.4+deb13-amd64" in out
+    assert "localhost runs or has the headers of kernel 6.16.3+deb13-amd64, 7.3.4+deb13-amd64" in out
     assert f"Debian 13's {flavor} module of the 550 driver is known to build only for Debian 13's own kernel" in out
     assert "Boot Debian 13's kernel" in out
     assert "6.12.118+deb13-amd64," not in out
+
+
+def test_a_running_backports_kernel_is_refused_before_its_headers_are_installed(tmp_path):
+    root = modules_dir(tmp_path, "6.12.118+deb13-amd64")
+    result = preflight(root, facts={"kernel": "6.16.3+deb13-amd64"})
+    assert result.returncode != 0
+    assert "localhost runs or has the headers of kernel 6.16.3+deb13-amd64," in flat(result)
+
+
+def test_a_containers_kernel_is_the_hosts_and_is_not_checked(tmp_path):
+    root = modules_dir(tmp_path, "6.12.118+deb13-amd64")
+    facts = {"kernel": "6.18.44-fc-v669", "virtualization_tech_guest": ["container", "docker"]}
+    result = preflight(root, facts=facts)
+    assert result.returncode == 0, flat(result)
 
 
 def test_nodes_on_nvidias_repository_are_not_checked(tmp_path):
