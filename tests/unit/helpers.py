@@ -19,6 +19,9 @@ GOOD_FACTS = {
     "architecture": "x86_64",
     "service_mgr": "systemd",
 }
+# The kernels with headers that nvidia_driver's preflight finds on a Debian 13 node (its /lib/modules): Debian 13's
+# kernel, so that a test does not depend on the control node's own kernels.
+KERNEL_HEADERS = str(REPO / "tests" / "fixtures" / "lib-modules")
 
 
 def ansible_env(*, json_output: bool = False, **extra: str) -> dict[str, str]:

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from helpers import GOOD_FACTS, REPO, ansible_env, flat
+from helpers import GOOD_FACTS, KERNEL_HEADERS, REPO, ansible_env, flat
 
 
 def inventory(tmp_path: Path, group: dict, host_n2: dict | None = None) -> Path:
@@ -32,6 +32,7 @@ def inventory(tmp_path: Path, group: dict, host_n2: dict | None = None) -> Path:
 
 def play(inv: Path, playbook: str, *args: str, report_dir: Path | None = None) -> subprocess.CompletedProcess[str]:
     extra = ["-e", json.dumps({"fleet_preflight_report_dir": str(report_dir)})] if report_dir else []
+    extra += ["-e", json.dumps({"__nvidia_driver_modules_dir": KERNEL_HEADERS})]
     argv = ["ansible-playbook", "-i", str(inv), str(REPO / playbook), *extra, *args]
     return subprocess.run(argv, cwd=REPO, env=ansible_env(), capture_output=True, text=True, check=False)
 

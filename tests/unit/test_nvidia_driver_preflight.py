@@ -7,12 +7,13 @@ import subprocess
 from datetime import date
 
 import pytest
-from helpers import GOOD_FACTS, REPO, ansible_env, flat, run_preflight
+from helpers import GOOD_FACTS, KERNEL_HEADERS, REPO, ansible_env, flat, run_preflight
 
 from h100fleet.probes import drivers
 
 
 def preflight(extra: dict, facts: dict | None = None):
+    extra = {"__nvidia_driver_modules_dir": KERNEL_HEADERS, **extra}
     return run_preflight("preflight-nvidia_driver.yml", "nvidia_driver_preflight", extra, facts)
 
 

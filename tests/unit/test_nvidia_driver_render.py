@@ -23,7 +23,7 @@ from datetime import date
 from pathlib import Path
 
 import pytest
-from helpers import REPO, ansible_env
+from helpers import KERNEL_HEADERS, REPO, ansible_env
 from test_nvidia_driver_packages import (
     DEBIAN_12_AFTER,
     DEBIAN_12_BEFORE,
@@ -247,6 +247,7 @@ REFUSED = {
 
 def run_playbook(playbook: Path, inventory: Path, tags: str, extra: dict) -> dict:
     env = ansible_env(json_output=True)
+    extra = {"__nvidia_driver_modules_dir": KERNEL_HEADERS, **extra}
     argv = ["ansible-playbook", str(playbook), "-i", str(inventory), "--tags", tags, "-e", json.dumps(extra)]
     result = subprocess.run(argv, cwd=REPO, env=env, capture_output=True, text=True, check=False)
     try:

@@ -71,3 +71,46 @@ def test_driver_fact(host):
     assert fact["installed_version"] == VERSION
     assert fact["module_flavor"] == "open"
     assert fact["held"] is True
+
+
+# The kernel modules of the driver, as make builds them (DKMS installs them under its DEST_MODULE_NAMEs).
+BUILT_MODULES = ["nvidia", "nvidia-uvm", "nvidia-modeset"]
+
+
+def kernels_with_headers(host) -> list[str]:
+    return host.check_output("ls -1 /lib/modules/*/build -d | cut -d/ -f4").split()
+
+
+def test_headers_of_debian_13s_current_kernel_are_installed(host):
+    kernels = kernels_with_headers(host)
+    # linux-headers-amd64 depends on the headers of the current kernel of trixie and trixie-security.
+    current = host.check_output(
+        "apt-cache depends linux-headers-amd64 | sed -n 's/^ *Depends: linux-headers-\\(.*-amd64\\)$/\\1/p'"
+    ).strip()
+    assert current.startswith("6.12."), current
+    assert kernels == [current]
+
+
+def test_dkms_built_and_installed_the_module_for_that_kernel(host):
+    (kernel,) = kernels_with_headers(host)
+    status = host.check_output(f"dkms status -m nvidia-current-open -v {VERSION} -k {kernel}")
+    assert f"nvidia-current-open/{VERSION}, {kernel}, x86_64: installed" in status
+
+
+@pytest.mark.parametrize("module", BUILT_MODULES)
+def test_kernel_module_built_for_that_kernel(host, module):
+    (kernel,) = kernels_with_headers(host)
+    # DKMS keeps what make built (build/) and a copy per kernel (<kernel>/x86_64/module/, compressed like the
+    # kernel's own modules).
+    found = host.check_output(f"find /var/lib/dkms/nvidia-current-open/{VERSION} -name '{module}.ko*'").split()
+    assert found, f"no {module}.ko"
+    for path in found:
+        assert host.check_output(f"modinfo -F vermagic {path}").split()[0] == kernel, path
+        assert host.check_output(f"modinfo -F version {path}") == VERSION, path
+
+
+def test_module_was_built_with_the_patch(host):
+    logs = host.check_output(f"find /var/lib/dkms/nvidia-current-open/{VERSION} -name make.log").split()
+    assert logs
+    for log in logs:
+        assert "Applying patch pci-resize-resource-exclude-bars.patch" in host.file(log).content_string, log
