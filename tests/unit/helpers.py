@@ -37,6 +37,57 @@ def ansible_env(*, json_output: bool = False, **extra: str) -> dict[str, str]:
     return {**env, **extra}
 
 
+def node_facts(distribution: str, version: str, os_family: str, **more) -> dict:
+    """The facts of an x86_64 systemd node of this distribution and version (more: facts to add or change)."""
+    return {
+        "distribution": distribution,
+        "distribution_version": version,
+        "distribution_major_version": version.split(".", maxsplit=1)[0],
+        "os_family": os_family,
+        "architecture": "x86_64",
+        "service_mgr": "systemd",
+        **more,
+    }
+
+
+def run_role_cases(
+    playbook: Path,
+    workdir: Path,
+    group: str,
+    hosts: dict[str, dict],
+    *,
+    tags: str,
+    extra: dict | None = None,
+    **env: str,
+) -> dict[str, str | None]:
+    """Run a role's cases in one ansible-playbook: one host per case (connection local, this interpreter; each
+    host's variables are the case's settings, in the playbook's group; the inventory is written to workdir), the
+    tasks tagged `tags`.
+    Returns case -> the message of the task that failed it, or None for a case that passed."""
+    cases = {
+        name: {"ansible_connection": "local", "ansible_python_interpreter": sys.executable, **v}
+        for name, v in hosts.items()
+    }
+    inventory = workdir / "inventory.json"
+    inventory.write_text(json.dumps({group: {"hosts": cases}}))
+    argv = ["ansible-playbook", str(playbook), "-i", str(inventory), "--tags", tags]
+    argv += ["-e", json.dumps(extra)] if extra else []
+    result = subprocess.run(
+        argv, cwd=REPO, env=ansible_env(json_output=True, **env), capture_output=True, text=True, check=False
+    )
+    try:
+        report = json.loads(result.stdout)
+    except json.JSONDecodeError:
+        raise AssertionError(f"ansible-playbook printed no JSON report:\n{result.stdout}\n{result.stderr}") from None
+    assert set(report["stats"]) == set(cases), result.stderr
+    failures: dict[str, str | None] = dict.fromkeys(cases)
+    for task in report["plays"][0]["tasks"]:
+        for host, outcome in task["hosts"].items():
+            if outcome.get("failed"):
+                failures[host] = outcome.get("msg", "") or json.dumps(outcome)
+    return failures
+
+
 def run_preflight(playbook: str, tag: str, extra: dict, facts: dict | None = None) -> subprocess.CompletedProcess[str]:
     """ansible-playbook tests/playbooks/<playbook> --tags <tag> with the given facts and extra vars."""
     extra_vars = {"ansible_facts": {**GOOD_FACTS, **(facts or {})}, **extra}

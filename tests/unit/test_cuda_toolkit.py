@@ -16,27 +16,17 @@ import configparser
 import json
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
-from helpers import REPO, ansible_env
+from helpers import REPO, node_facts, run_role_cases
 
 PLAYBOOK = REPO / "tests" / "playbooks" / "cuda_toolkit_render.yml"
 ROLE = REPO / "roles" / "cuda_toolkit"
 NVIDIA = "https://developer.download.nvidia.com/compute/cuda/repos"
 
 
-def facts(distribution: str, version: str, os_family: str, **more) -> dict:
-    return {
-        "distribution": distribution,
-        "distribution_version": version,
-        "distribution_major_version": version.split(".", maxsplit=1)[0],
-        "os_family": os_family,
-        "architecture": "x86_64",
-        "service_mgr": "systemd",
-        **more,
-    }
+facts = node_facts
 
 
 UBUNTU_2204 = facts("Ubuntu", "22.04", "Debian")
@@ -127,42 +117,13 @@ def run(tmp_path_factory):
     cases = {name: (node, settings) for name, (node, settings) in RENDERED.items()}
     cases.update({name: (node, settings) for name, (node, settings, _) in REFUSED.items()})
     hosts = {
-        name: {
-            "ansible_connection": "local",
-            "ansible_python_interpreter": sys.executable,
-            "node_facts": node,
-            "render_dir": str(tmp / name),
-            **settings,
-        }
+        name: {"node_facts": node, "render_dir": str(tmp / name), **settings}
         for name, (node, settings) in cases.items()
     }
-    inventory = tmp / "inventory.json"
-    inventory.write_text(json.dumps({"cuda_toolkit_cases": {"hosts": hosts}}))
-    env = ansible_env(json_output=True)
-    result = subprocess.run(
-        [
-            "ansible-playbook",
-            str(PLAYBOOK),
-            "-i",
-            str(inventory),
-            "--tags",
-            "cuda_toolkit_preflight,render",
-            "-e",
-            json.dumps({"ansible_facts": "{{ node_facts }}"}),
-        ],
-        cwd=REPO,
-        env=env,
-        capture_output=True,
-        text=True,
-        check=False,
+    extra = {"ansible_facts": "{{ node_facts }}"}
+    failures = run_role_cases(
+        PLAYBOOK, tmp, "cuda_toolkit_cases", hosts, tags="cuda_toolkit_preflight,render", extra=extra
     )
-    report = json.loads(result.stdout)
-    assert set(report["stats"]) == set(cases), result.stderr
-    failures = dict.fromkeys(cases)
-    for task in report["plays"][0]["tasks"]:
-        for host, outcome in task["hosts"].items():
-            if outcome.get("failed"):
-                failures[host] = outcome.get("msg", "")
     return failures, tmp
 
 

@@ -18,12 +18,11 @@ import configparser
 import json
 import shutil
 import subprocess
-import sys
 from datetime import date
 from pathlib import Path
 
 import pytest
-from helpers import KERNEL_HEADERS, REPO, ansible_env
+from helpers import KERNEL_HEADERS, REPO, node_facts, run_role_cases
 from test_nvidia_driver_packages import (
     DEBIAN_12_AFTER,
     DEBIAN_12_BEFORE,
@@ -49,16 +48,7 @@ APT_KEYRING = "/etc/apt/keyrings/cuda-archive-keyring.asc"
 DNF_KEYRING = "/etc/pki/rpm-gpg/RPM-GPG-KEY-NVIDIA-CUDA"
 
 
-def facts(distribution: str, version: str, os_family: str, **more) -> dict:
-    return {
-        "distribution": distribution,
-        "distribution_version": version,
-        "distribution_major_version": version.split(".", maxsplit=1)[0],
-        "os_family": os_family,
-        "architecture": "x86_64",
-        "service_mgr": "systemd",
-        **more,
-    }
+facts = node_facts
 
 
 UBUNTU_2204 = facts("Ubuntu", "22.04", "Debian")
@@ -245,30 +235,17 @@ REFUSED = {
 }
 
 
-def run_playbook(playbook: Path, inventory: Path, tags: str, extra: dict) -> dict:
-    env = ansible_env(json_output=True)
-    extra = {"__nvidia_driver_modules_dir": KERNEL_HEADERS, **extra}
-    argv = ["ansible-playbook", str(playbook), "-i", str(inventory), "--tags", tags, "-e", json.dumps(extra)]
-    result = subprocess.run(argv, cwd=REPO, env=env, capture_output=True, text=True, check=False)
-    try:
-        return json.loads(result.stdout)
-    except json.JSONDecodeError:
-        pytest.fail(f"ansible-playbook printed no JSON report:\n{result.stdout}\n{result.stderr}")
-
-
-def failures_of(report: dict) -> dict[str, str | None]:
-    failures: dict[str, str | None] = dict.fromkeys(report["stats"])
-    for task in report["plays"][0]["tasks"]:
-        for host, outcome in task["hosts"].items():
-            if outcome.get("failed"):
-                failures[host] = outcome.get("msg", "")
-    return failures
+def run_cases(
+    playbook: Path, workdir: Path, group: str, hosts: dict, *, tags: str, extra: dict
+) -> dict[str, str | None]:
+    """The role-case runner, with the preflight's kernel-headers directory pointed at the recorded one."""
+    return run_role_cases(
+        playbook, workdir, group, hosts, tags=tags, extra={"__nvidia_driver_modules_dir": KERNEL_HEADERS, **extra}
+    )
 
 
 def host(node: dict, local: dict, render_dir: Path, settings: dict) -> dict:
     return {
-        "ansible_connection": "local",
-        "ansible_python_interpreter": sys.executable,
         "node_facts": node,
         "node_local": {"h100fleet_node": {"gpu_count": 8, "secure_boot": "disabled", **local}},
         "render_dir": str(render_dir),
@@ -283,12 +260,10 @@ def run(tmp_path_factory):
     cases = {name: (node, local, settings) for name, (node, local, settings) in RENDERED.items()}
     cases.update({name: (node, local, settings) for name, (node, local, settings, _) in REFUSED.items()})
     hosts = {name: host(node, local, tmp / name, settings) for name, (node, local, settings) in cases.items()}
-    inventory = tmp / "inventory.json"
-    inventory.write_text(json.dumps({"nvidia_driver_cases": {"hosts": hosts}}))
     extra = {"ansible_facts": "{{ node_facts }}", "ansible_local": "{{ node_local }}"}
-    report = run_playbook(PLAYBOOK, inventory, "nvidia_driver_preflight,render", extra)
-    assert set(report["stats"]) == set(cases)
-    return failures_of(report), tmp
+    return run_cases(
+        PLAYBOOK, tmp, "nvidia_driver_cases", hosts, tags="nvidia_driver_preflight,render", extra=extra
+    ), tmp
 
 
 def rendered(run, case: str) -> tuple[dict, Path]:
@@ -607,20 +582,19 @@ def test_both_roles_write_the_same_repository_file(run, tmp_path):
     """cuda_toolkit writes the same file on the same node: identical contents, or the two roles would rewrite each
     other's file on every run (and apt refuses one repository with two Signed-By keyrings)."""
     hosts = {
-        name: {
-            "ansible_connection": "local",
-            "ansible_python_interpreter": sys.executable,
-            "node_facts": node,
-            "render_dir": str(tmp_path / name),
-            **settings,
-        }
+        name: {"node_facts": node, "render_dir": str(tmp_path / name), **settings}
         for name, (node, settings) in CUDA_TOOLKIT_CASES.items()
     }
-    inventory = tmp_path / "inventory.json"
-    inventory.write_text(json.dumps({"cuda_toolkit_cases": {"hosts": hosts}}))
     playbook = REPO / "tests" / "playbooks" / "cuda_toolkit_render.yml"
-    report = run_playbook(playbook, inventory, "cuda_toolkit_preflight,render", {"ansible_facts": "{{ node_facts }}"})
-    assert not any(failures_of(report).values()), failures_of(report)
+    failures = run_cases(
+        playbook,
+        tmp_path,
+        "cuda_toolkit_cases",
+        hosts,
+        tags="cuda_toolkit_preflight,render",
+        extra={"ansible_facts": "{{ node_facts }}"},
+    )
+    assert not any(failures.values()), failures
     for case in CUDA_TOOLKIT_CASES:
         driver, out = rendered(run, case)
         toolkit = json.loads((tmp_path / case / "resolved.json").read_text())

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from helpers import REPO, ansible_env
+from helpers import REPO, run_role_cases
 
 from h100fleet.trainer import config as trainer_config
 from h100fleet.trainer.exitcodes import NO_RESTART
@@ -116,28 +116,15 @@ def run(tmp_path_factory):
     for name, given in cases.items():
         settings = dict(given)
         hosts[name] = {
-            "ansible_connection": "local",
-            "ansible_python_interpreter": sys.executable,
             "render_dir": str(tmp / name),
             "training_service_stack_root": str(tmp / "none") if settings.pop("__no_stack", False) else str(stack),
             "training_service_enabled": False,
             **settings,
         }
-    inventory = tmp / "inventory.json"
-    inventory.write_text(json.dumps({"training_service_cases": {"hosts": hosts}}))
-    env = ansible_env(
-        json_output=True,
-        PYTHONPATH=os.pathsep.join(p for p in [str(REPO / "src"), os.environ.get("PYTHONPATH", "")] if p),
+    pythonpath = os.pathsep.join(p for p in [str(REPO / "src"), os.environ.get("PYTHONPATH", "")] if p)
+    failures = run_role_cases(
+        PLAYBOOK, tmp, "training_service_cases", hosts, tags="training_service_preflight,render", PYTHONPATH=pythonpath
     )
-    argv = ["ansible-playbook", str(PLAYBOOK), "-i", str(inventory), "--tags", "training_service_preflight,render"]
-    result = subprocess.run(argv, cwd=REPO, env=env, capture_output=True, text=True, check=False)
-    report = json.loads(result.stdout)
-    assert set(report["stats"]) == set(cases), result.stderr
-    failures = dict.fromkeys(cases)
-    for task in report["plays"][0]["tasks"]:
-        for host, outcome in task["hosts"].items():
-            if outcome.get("failed"):
-                failures[host] = outcome.get("msg", "") or json.dumps(outcome)
     return failures, tmp
 
 
