@@ -87,3 +87,26 @@ def test_preflight_refuses_a_driver_bump_older_than_the_new_stack_needs(tmp_path
         run.log.split()
     ), run.log
     assert states(tmp_path) == before
+
+
+def test_driver_bump_550_to_580_with_a_cuda_13_stack(tmp_path):
+    """The shipped CUDA 13 stack (torch 2.11, driver floor 580.65.06) rolled out with the 580 bump it needs: every
+    node ends on the new stack and driver 580; without the bump's new enough version the preflight refuses it."""
+    inventory = rollout_sim.create_fleet(tmp_path, 3)
+    cuda13 = {
+        "rollout_stack": "torch2.11-unsloth2026.10-py312",
+        "rollout_stack_definitions_dir": str(rollout_sim.REPO / "files" / "stacks"),
+    }
+    before = states(tmp_path)
+    refused = rollout_sim.run_rollout(tmp_path, inventory, driver="550", forks=3, extra_vars=cuda13)
+    assert refused.rc != 0
+    assert "rollout_driver_version 550 is older than the driver stack torch2.11-unsloth2026.10-py312 needs" in " ".join(
+        refused.log.split()
+    )
+    assert states(tmp_path) == before
+    run = rollout_sim.run_rollout(tmp_path, inventory, driver="580", forks=3, extra_vars=cuda13)
+    assert run.rc == 0, run.log
+    assert run.report["summary"]["state"] == "complete"
+    for host, state in states(tmp_path).items():
+        assert state["driver"] == "580", host
+        assert state["current"] == "torch2.11-unsloth2026.10-py312", host
