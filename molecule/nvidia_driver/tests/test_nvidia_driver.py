@@ -74,7 +74,14 @@ def test_driver_fact(host):
 
 
 # The kernel modules of the driver, as make builds them (DKMS installs them under its DEST_MODULE_NAMEs).
-BUILT_MODULES = ["nvidia", "nvidia-uvm", "nvidia-modeset"]
+# NVIDIA's modules nvidia.ko, nvidia-uvm.ko and nvidia-modeset.ko, as Debian's package names their files (its
+# DKMS config renames them so that several driver versions can be installed side by side); modinfo still gives
+# the kernel's module names.
+BUILT_MODULES = {
+    "nvidia": "nvidia-current-open",
+    "nvidia_uvm": "nvidia-current-open-uvm",
+    "nvidia_modeset": "nvidia-current-open-modeset",
+}
 
 
 def kernels_with_headers(host) -> list[str]:
@@ -100,11 +107,16 @@ def test_dkms_built_and_installed_the_module_for_that_kernel(host):
 @pytest.mark.parametrize("module", BUILT_MODULES)
 def test_kernel_module_built_for_that_kernel(host, module):
     (kernel,) = kernels_with_headers(host)
-    # DKMS keeps what make built (build/) and a copy per kernel (<kernel>/x86_64/module/, compressed like the
-    # kernel's own modules).
-    found = host.check_output(f"find /var/lib/dkms/nvidia-current-open/{VERSION} -name '{module}.ko*'").split()
-    assert found, f"no {module}.ko"
+    # DKMS keeps a copy per kernel (<kernel>/x86_64/module/) and installs one into the kernel's updates/dkms/, both
+    # compressed like the kernel's own modules.
+    file = BUILT_MODULES[module]
+    found = host.check_output(
+        f"find /var/lib/dkms/nvidia-current-open/{VERSION}/{kernel} /lib/modules/{kernel}/updates/dkms"
+        f" -name '{file}.ko*'"
+    ).split()
+    assert len(found) == 2, f"{module} ({file}.ko): {found}"
     for path in found:
+        assert host.check_output(f"modinfo -F name {path}") == module, path
         assert host.check_output(f"modinfo -F vermagic {path}").split()[0] == kernel, path
         assert host.check_output(f"modinfo -F version {path}") == VERSION, path
 
