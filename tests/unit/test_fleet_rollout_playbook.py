@@ -110,3 +110,11 @@ def test_driver_bump_550_to_580_with_a_cuda_13_stack(tmp_path):
     for host, state in states(tmp_path).items():
         assert state["driver"] == "580", host
         assert state["current"] == "torch2.11-unsloth2026.10-py312", host
+
+
+def test_the_playbooks_host_pattern_is_no_typo(tmp_path):
+    # -e rollout_hosts=<pattern> selects the hosts before any role loads; the settings check must accept it.
+    inventory = rollout_sim.create_fleet(tmp_path, 2)
+    run = rollout_sim.run_rollout(tmp_path, inventory, forks=2, extra_vars={"rollout_hosts": "all"})
+    assert "rollout_hosts is not a setting of rollout" not in run.log
+    assert run.rc == 0, run.log
