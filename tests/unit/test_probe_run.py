@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
+import yaml
 
 from h100fleet.probes import run
 from h100fleet.probes.checks import Expectations
@@ -101,3 +102,28 @@ def test_unsloth_check_reports_a_broken_stack_as_crit():
     assert check.name == "unsloth_train_step"
     assert check.status is Status.CRIT
     assert "ModuleNotFoundError" in check.detail or "No module named" in check.detail
+
+
+STACKS = Path(__file__).resolve().parents[2] / "files" / "stacks"
+
+
+@pytest.mark.parametrize(
+    ("lock", "expected"),
+    [
+        ("torch2.3-unsloth2024.8-py310/lock-py3.10.txt", True),
+        ("torch2.6-transformers5.17-py313/lock-py3.13.txt", False),
+        (None, True),
+    ],
+    ids=["unsloth-stack", "hf-stack", "no-stack-venv"],
+)
+def test_the_unsloth_probe_belongs_to_stacks_that_pin_unsloth(tmp_path, lock, expected):
+    # A stack venv keeps its lock; a Hugging Face stack is not failed for lacking Unsloth, an Unsloth stack that
+    # lost it still is (the probe runs and fails), and so is any interpreter that is no stack venv.
+    if lock is not None:
+        (tmp_path / run.VENV_LOCK).write_text((STACKS / lock).read_text())
+    assert run.unsloth_in_stack(tmp_path) is expected
+
+
+def test_the_probe_reads_the_lock_where_python_stack_keeps_it():
+    role_vars = yaml.safe_load((STACKS.parents[1] / "roles/python_stack/vars/main.yml").read_text())
+    assert role_vars["__python_stack_lock_name"] == run.VENV_LOCK

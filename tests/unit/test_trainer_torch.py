@@ -336,3 +336,19 @@ def test_hf_backend_with_automatic_batch_on_the_gpu(tmp_path, small_bf16, datase
     assert "fastest measured" in st["plan_reason"]
     assert json.loads((config.parent / "out" / "autotune.json").read_text())["plan"]["batch_size"] == st["batch_size"]
     assert all(math.isfinite(r["loss"]) for r in metrics(config))
+
+
+def test_the_bench_smoke_stops_and_resumes_through_torchrun(tmp_path):
+    """The GPU smoke run's own code on the CPU, through torchrun with one process: 3 steps, stop, resume to 6."""
+    torchrun = True
+    out = tmp_path / "smoke.json"
+    argv = [sys.executable, "-m", "h100fleet.trainer.bench", "smoke", "--device", "cpu", "--backend", "hf"]
+    argv += ["--out", str(out), "--workdir", str(tmp_path / "work"), *(["--torchrun"] if torchrun else [])]
+    result = subprocess.run(argv, capture_output=True, text=True, env=env(), timeout=600, check=False)
+    assert result.returncode == 0, result.stdout + result.stderr[-4000:]
+    report = json.loads(out.read_text())
+    assert report["torchrun"] is torchrun
+    assert [r["exit_code"] for r in report["runs"]] == [0, 0]
+    assert [r["status"]["step"] for r in report["runs"]] == [3, 6]
+    assert [m["step"] for m in report["metrics"]] == [1, 2, 3, 4, 5, 6]
+    assert ("torch.distributed.run" in report["runs"][0]["argv"]) is torchrun

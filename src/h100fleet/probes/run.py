@@ -143,6 +143,24 @@ def compute_checks(gpu_count: int, t: Thresholds, gpu_names: Sequence[str | None
     return result
 
 
+# The lock a stack venv keeps of itself (python_stack's __python_stack_lock_name, roles/python_stack/vars/main.yml).
+VENV_LOCK = "h100fleet-lock.txt"
+
+
+def unsloth_in_stack(prefix: str | Path | None = None) -> bool:
+    """Whether the Unsloth probe belongs to this interpreter's stack: False only for a stack venv whose own lock
+    pins no unsloth (a Hugging Face stack such as torch2.6-transformers5.17-py313). A stack that pins it, or an
+    interpreter that is no stack venv, runs the probe, so a stack that lost its unsloth fails the gate."""
+    from h100fleet.stack.lockfile import parse_pins
+
+    lock = Path(sys.prefix if prefix is None else prefix) / VENV_LOCK
+    try:
+        pins = parse_pins(lock.read_text())
+    except OSError:
+        return True
+    return "unsloth" in pins
+
+
 def start_unsloth() -> subprocess.Popen[str]:
     """Start the Unsloth forward/backward probe in its own process (it patches transformers process-wide).
 
@@ -213,6 +231,8 @@ def probe(
     checks[:0] = evaluate(snap, expect)
     visible = checks[0].status is Status.OK and checks[0].name == "nvidia_gpu_visible"
     torch_ok = not any(c.name == "torch_import" for c in checks)
+    if unsloth and not unsloth_in_stack():
+        unsloth, environment["unsloth"] = False, "not in the stack (its lock pins no unsloth)"
     pending = start_unsloth() if visible and torch_ok and unsloth else None
     if visible and torch_ok and compute:
         names = [g.get("name") if isinstance(g, dict) else None for g in snap.get("gpus") or []]

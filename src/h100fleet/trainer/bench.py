@@ -10,15 +10,18 @@ For each backend (unsloth, hf), each in processes of its own (Unsloth patches tr
 - `trainer`: `python -m h100fleet.trainer --config ...`, the service's entry point, at the same batch with
   gradient checkpointing on, on a packed JSONL dataset; its metrics.jsonl (one record per step) gives the median
   step time after the same warm-up;
-- `auto`: the same with batch_size and gradient_checkpointing "auto": the plan the trainer picks and its speed.
+- `auto`: the same with batch_size and gradient_checkpointing "auto": the plan the trainer picks and its speed;
+- `torchrun` (with `--torchrun`): the `trainer` run started as the multi-GPU unit starts it, through torchrun with one
+  process (`torch.distributed.run --standalone --nproc-per-node 1`): world size 1 must cost nothing against `trainer`.
 
 Tokens per second count every position of every sequence (batch x seq). Peak memory is
 torch.cuda.max_memory_allocated. Results are written to --out after every run, so a cut-off run keeps what it had.
 
     python -m h100fleet.trainer.bench build DIR            the 8B model (bf16, created on the GPU) + tokenizer
     python -m h100fleet.trainer.bench bare --backend B ... one reference run, JSON on stdout
-    python -m h100fleet.trainer.bench smoke --out FILE     a small model trained by the unsloth backend through
-                                                           the entry point (stop after 3 steps, resume to 6)
+    python -m h100fleet.trainer.bench smoke --out FILE [--backend B] [--torchrun]
+                                                           a small model trained through the entry point (stop
+                                                           after 3 steps, resume to 6), plain or through torchrun
 """
 
 from __future__ import annotations
@@ -184,10 +187,18 @@ def trainer_config(
     return tiny.write_config(work / "trainer.yml", doc)
 
 
-def run_trainer(config: Path, warmup: int, seq: int, timeout: float, env: dict[str, str]) -> dict[str, Any]:
+def trainer_argv(config: Path, *extra: str, torchrun: bool = False) -> list[str]:
+    """The trainer's command line: a plain process, or torchrun with one process per node as the unit starts it."""
+    launcher = ["-m", "torch.distributed.run", "--standalone", "--nproc-per-node=1"] if torchrun else []
+    return [sys.executable, *launcher, "-m", "h100fleet.trainer", "--config", str(config), *extra]
+
+
+def run_trainer(
+    config: Path, warmup: int, seq: int, timeout: float, env: dict[str, str], *, torchrun: bool = False
+) -> dict[str, Any]:
     started, started_wall = time.monotonic(), time.time()
     proc = subprocess.run(
-        [sys.executable, "-m", "h100fleet.trainer", "--config", str(config)],
+        trainer_argv(config, torchrun=torchrun),
         capture_output=True,
         text=True,
         timeout=timeout,
@@ -196,7 +207,7 @@ def run_trainer(config: Path, warmup: int, seq: int, timeout: float, env: dict[s
     )
     wall = time.monotonic() - started
     out = config.parent / "out"
-    result: dict[str, Any] = {"exit_code": proc.returncode, "wall_seconds": round(wall, 1)}
+    result: dict[str, Any] = {"exit_code": proc.returncode, "wall_seconds": round(wall, 1), "torchrun": torchrun}
     if proc.returncode != 0:
         result["stderr_tail"] = proc.stderr[-3000:]
         return result
@@ -254,7 +265,7 @@ def table(results: dict[str, Any]) -> str:
     ]
     for backend, runs in results["runs"].items():
         ref = (runs.get("bare") or {}).get("tokens_per_second")
-        for path in ("bare", "trainer", "auto"):
+        for path in ("bare", "trainer", "torchrun", "auto"):
             r = runs.get(path)
             if not r:
                 continue
@@ -293,7 +304,7 @@ def orchestrate(args) -> int:
     save()
     backends = args.backends.split(",")
     # Same-batch comparisons first (both backends), the automatic choice last: a short budget drops those first.
-    order = [(b, n) for n in ("bare", "trainer") for b in backends]
+    order = [(b, n) for n in ("bare", "trainer", *(["torchrun"] if args.torchrun else [])) for b in backends]
     order += [] if args.no_auto else [(b, "auto") for b in backends]
     for backend in backends:
         results["runs"][backend] = {}
@@ -311,7 +322,7 @@ def orchestrate(args) -> int:
                 argv += ["--device", args.device]
                 runs[name] = json.loads(subcommand(argv, timeout=left, env=child_env(work)))
             else:
-                setting = (args.batch, True) if name == "trainer" else ("auto", "auto")
+                setting = ("auto", "auto") if name == "auto" else (args.batch, True)
                 config = trainer_config(
                     work / f"{backend}-{name}",
                     model_dir,
@@ -323,7 +334,9 @@ def orchestrate(args) -> int:
                     seq=args.seq,
                     device=args.device,
                 )
-                runs[name] = run_trainer(config, args.warmup, args.seq, timeout=left, env=child_env(work))
+                runs[name] = run_trainer(
+                    config, args.warmup, args.seq, timeout=left, env=child_env(work), torchrun=name == "torchrun"
+                )
         except (subprocess.TimeoutExpired, subprocess.CalledProcessError, ValueError) as exc:
             detail = getattr(exc, "stderr", None) or ""
             runs[name] = {"error": f"{type(exc).__name__}: {str(exc)[-500:]}", "stderr_tail": str(detail)[-3000:]}
@@ -350,21 +363,35 @@ def subcommand(argv: list[str], timeout: float, env: dict[str, str]) -> str:
     return proc.stdout.strip().splitlines()[-1]
 
 
-def smoke(out: str, work: str) -> int:
-    """The unsloth backend through the entry point on a small model: 3 steps, stop, resume to 6."""
+def smoke(out: str, work: str, backend: str = "unsloth", torchrun: bool = False, device: str = "cuda") -> int:
+    """A backend through the entry point on a small model: 3 steps, stop, resume to 6; plain or through torchrun.
+    On a GPU the plan is automatic; on the CPU (a check of this code) a tiny float32 model at batch 2."""
     workdir = Path(work)
-    model_dir = workdir / "small"
+    gpu = device == "cuda"
+    model_dir = workdir / ("small" if gpu else "tiny")
     if not (model_dir / "config.json").exists():
-        tiny.build_model(model_dir, size=tiny.SMALL, dtype="bfloat16")  # transformers only: the runs are children
+        # transformers only: the runs are children
+        tiny.build_model(model_dir, size=tiny.SMALL if gpu else tiny.TINY, dtype="bfloat16" if gpu else "float32")
     data = tiny.write_dataset(workdir / "small.jsonl", records=64)
+    run_dir = workdir / f"smoke-{backend}{'-torchrun' if torchrun else ''}"
+    plan = ("auto", "auto") if gpu else (2, False)
     config = trainer_config(
-        workdir / "smoke", model_dir, data, backend="unsloth", batch="auto", gc="auto", steps=6, seq=256
+        run_dir,
+        model_dir,
+        data,
+        backend=backend,
+        batch=plan[0],
+        gc=plan[1],
+        steps=6,
+        seq=256 if gpu else 64,
+        device=device,
     )
     runs = []
     for extra in (["--stop-after", "3"], []):
         t0 = time.monotonic()
+        argv = trainer_argv(config, *extra, torchrun=torchrun)
         proc = subprocess.run(
-            [sys.executable, "-m", "h100fleet.trainer", "--config", str(config), *extra],
+            argv,
             capture_output=True,
             text=True,
             env=child_env(),
@@ -372,7 +399,7 @@ def smoke(out: str, work: str) -> int:
         )
         runs.append(
             {
-                "argv": ["python", "-m", "h100fleet.trainer", "--config", str(config), *extra],
+                "argv": ["python", *argv[1:]],
                 "exit_code": proc.returncode,
                 "seconds": round(time.monotonic() - t0, 1),
                 "log": [line for line in proc.stderr.splitlines() if "h100fleet.trainer" in line][-40:],
@@ -380,11 +407,12 @@ def smoke(out: str, work: str) -> int:
             }
         )
     metrics = [json.loads(x) for x in (config.parent / "out" / "metrics.jsonl").read_text().splitlines()]
-    result = {"environment": environment(), "runs": runs, "metrics": metrics}
+    result = {"backend": backend, "torchrun": torchrun, "environment": environment(), "runs": runs, "metrics": metrics}
     Path(out).write_text(json.dumps(result, indent=1) + "\n")
     ok = [r["exit_code"] for r in runs] == [0, 0] and [m["step"] for m in metrics] == [1, 2, 3, 4, 5, 6]
     steps, exits = [m["step"] for m in metrics], [r["exit_code"] for r in runs]
-    print(f"smoke {'ok' if ok else 'FAILED'}: steps {steps}, exit codes {exits}")
+    launched = "torchrun, 1 process" if torchrun else "plain process"
+    print(f"smoke {backend} ({launched}) {'ok' if ok else 'FAILED'}: steps {steps}, exit codes {exits}")
     return 0 if ok else 1
 
 
@@ -398,16 +426,19 @@ def main(argv: list[str] | None = None) -> int:
     p_bare = sub.add_parser("bare")
     p_bare.add_argument("--backend", required=True, choices=["unsloth", "hf"])
     p_bare.add_argument("--model", required=True)
-    for p in (p_bare, p_build, parser):
+    p_smoke = sub.add_parser("smoke")
+    for p in (p_bare, p_build, p_smoke, parser):
         p.add_argument("--device", choices=["cuda", "cpu"], default="cuda", help="cpu: a check of this script only")
     for p in (p_bare, parser):
         p.add_argument("--batch", type=int, default=2)
         p.add_argument("--seq", type=int, default=2048)
         p.add_argument("--warmup", type=int, default=3)
         p.add_argument("--steps", type=int, default=8)
-    p_smoke = sub.add_parser("smoke")
     p_smoke.add_argument("--out", required=True)
     p_smoke.add_argument("--workdir", default="/tmp/h100fleet-smoke")
+    p_smoke.add_argument("--backend", choices=["unsloth", "hf"], default="unsloth")
+    for p in (p_smoke, parser):
+        p.add_argument("--torchrun", action="store_true", help="(also) launch the trainer through torchrun, 1 process")
     parser.add_argument("--out", help="JSON results file")
     parser.add_argument("--workdir", default="/tmp/h100fleet-bench", help="model, data and runs (about 17 GB)")
     parser.add_argument("--backends", default="unsloth,hf")
@@ -431,7 +462,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.cmd == "smoke":
         Path(args.workdir).mkdir(parents=True, exist_ok=True)
-        return smoke(args.out, args.workdir)
+        return smoke(args.out, args.workdir, args.backend, args.torchrun, args.device)
     if not args.out:
         parser.error("--out is required")
     return orchestrate(args)
