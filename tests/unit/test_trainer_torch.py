@@ -352,3 +352,7 @@ def test_the_bench_smoke_stops_and_resumes_through_torchrun(tmp_path):
     assert [r["status"]["step"] for r in report["runs"]] == [3, 6]
     assert [m["step"] for m in report["metrics"]] == [1, 2, 3, 4, 5, 6]
     assert ("torch.distributed.run" in report["runs"][0]["argv"]) is torchrun
+    # Run again in the same workdir: a fresh run, never the earlier one's finished output taken for its own.
+    result = subprocess.run(argv, capture_output=True, text=True, env=env(), timeout=600, check=False)
+    assert result.returncode == 0, result.stdout + result.stderr[-4000:]
+    assert [r["status"]["step"] for r in json.loads(out.read_text())["runs"]] == [3, 6]

@@ -30,6 +30,7 @@ import argparse
 import json
 import math
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -129,7 +130,10 @@ def bare(backend: str, model_dir: str, *, batch: int, seq: int, warmup: int, ste
         if cuda:
             torch.cuda.synchronize()
         t0 = time.perf_counter()
-        loss = model(input_ids=ids, labels=ids).loss
+        # Unsloth's forward under bf16 autocast, as its own trainer and the trainer's unsloth backend run it (its
+        # fast LoRA kernels mix bf16 activations with float32 adapters: without autocast the backward pass fails).
+        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=backend == "unsloth" and cuda):
+            loss = model(input_ids=ids, labels=ids).loss
         loss.backward()
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
@@ -374,6 +378,9 @@ def smoke(out: str, work: str, backend: str = "unsloth", torchrun: bool = False,
         tiny.build_model(model_dir, size=tiny.SMALL if gpu else tiny.TINY, dtype="bfloat16" if gpu else "float32")
     data = tiny.write_dataset(workdir / "small.jsonl", records=64)
     run_dir = workdir / f"smoke-{backend}{'-torchrun' if torchrun else ''}"
+    # A fresh run every time: the trainer would take an earlier run's output as its own progress (a finished run
+    # exits at once), which another stack's smoke in the same workdir must never pass for its own.
+    shutil.rmtree(run_dir, ignore_errors=True)
     plan = ("auto", "auto") if gpu else (2, False)
     config = trainer_config(
         run_dir,
@@ -409,7 +416,12 @@ def smoke(out: str, work: str, backend: str = "unsloth", torchrun: bool = False,
     metrics = [json.loads(x) for x in (config.parent / "out" / "metrics.jsonl").read_text().splitlines()]
     result = {"backend": backend, "torchrun": torchrun, "environment": environment(), "runs": runs, "metrics": metrics}
     Path(out).write_text(json.dumps(result, indent=1) + "\n")
-    ok = [r["exit_code"] for r in runs] == [0, 0] and [m["step"] for m in metrics] == [1, 2, 3, 4, 5, 6]
+    ok = (
+        [r["exit_code"] for r in runs] == [0, 0]
+        and [r["status"]["step"] for r in runs] == [3, 6]
+        and any("resumed from" in line for line in runs[1]["log"])
+        and [m["step"] for m in metrics] == [1, 2, 3, 4, 5, 6]
+    )
     steps, exits = [m["step"] for m in metrics], [r["exit_code"] for r in runs]
     launched = "torchrun, 1 process" if torchrun else "plain process"
     print(f"smoke {backend} ({launched}) {'ok' if ok else 'FAILED'}: steps {steps}, exit codes {exits}")
