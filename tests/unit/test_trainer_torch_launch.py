@@ -88,3 +88,40 @@ def test_a_killed_rank_exits_1_so_that_systemd_restarts_the_job(tmp_path, model,
     _stdout, stderr = proc.communicate(timeout=300)
     assert proc.returncode == 1, stderr[-3000:]
     assert "workers failed" in stderr
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_two_nodes_train_one_job_stop_together_and_resume(tmp_path, model, dataset):  # noqa: F811
+    """Two launchers, as two nodes would run them (one process each, a c10d rendezvous on a localhost port, the
+    output directory on storage both see): one job of world size 2; SIGTERM to both; both start again and resume."""
+    config = ddp_config(tmp_path / "run", model, dataset)
+    port = free_port()
+
+    def node(*extra: str) -> subprocess.Popen[str]:
+        argv = launch_argv(1, config, "--nnodes", "2", "--rdzv-endpoint", f"127.0.0.1:{port}", "--rdzv-id", "job-1")
+        return subprocess.Popen(
+            [*argv, *extra], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=ddp_env()
+        )
+
+    nodes = [node(), node()]
+    wait_for_steps(config, nodes[0], 2)
+    assert status(config)["world_size"] == 2
+    for proc in nodes:
+        proc.send_signal(signal.SIGTERM)
+    results = [proc.communicate(timeout=120) for proc in nodes]
+    assert [proc.returncode for proc in nodes] == [0, 0], [err[-3000:] for _out, err in results]
+    step = status(config)["step"]
+    ckdir = config.parent / "out" / "checkpoints"
+    assert status(config)["state"] == "stopped" and [p.name for p in ckdir.iterdir()] == [checkpoint.name_for(step)]
+    nodes = [node("--stop-after", str(step + 1)), node("--stop-after", str(step + 1))]
+    results = [proc.communicate(timeout=300) for proc in nodes]
+    assert [proc.returncode for proc in nodes] == [0, 0], [err[-3000:] for _out, err in results]
+    assert any(f"resumed from {ckdir / checkpoint.name_for(step)}" in err for _out, err in results)
+    assert metrics(config)[-1]["step"] == step + 1 and status(config)["world_size"] == 2
