@@ -25,8 +25,8 @@ def test_the_unit_sees_the_workers_no_restart_codes(codes, expected):
 def test_one_node_is_standalone_and_several_meet_at_the_rendezvous():
     args = launch.parser().parse_args(["--nproc-per-node", "8", "--config", "/etc/h100fleet/trainer.yml"])
     assert launch.torchrun_argv(args) == [
-        "--standalone", "--nproc-per-node", "8", "--max-restarts", "0", "-m", "h100fleet.trainer",
-        "--config", "/etc/h100fleet/trainer.yml",
+        "--standalone", "--local-addr", "127.0.0.1", "--nproc-per-node", "8", "--max-restarts", "0",
+        "-m", "h100fleet.trainer", "--config", "/etc/h100fleet/trainer.yml",
     ]  # fmt: skip
     argv = ["--nproc-per-node", "8", "--nnodes", "2", "--rdzv-endpoint", "n1:29400", "--rdzv-id", "job-7"]
     args = launch.parser().parse_args([*argv, "--config", "c.yml"])

@@ -72,7 +72,9 @@ def parser() -> argparse.ArgumentParser:
 def torchrun_argv(args: argparse.Namespace) -> list[str]:
     """torch.distributed.run's arguments for this job."""
     if args.nnodes == 1 and not args.rdzv_endpoint:
-        where = ["--standalone"]
+        # One node: the workers meet at 127.0.0.1 (torchrun would give them the host name, which not every node
+        # resolves: seen in the test containers, where the workers retried the name forever).
+        where = ["--standalone", "--local-addr", "127.0.0.1"]
     else:
         where = ["--nnodes", str(args.nnodes), "--rdzv-backend", "c10d", "--rdzv-endpoint", args.rdzv_endpoint]
         where += ["--rdzv-id", args.rdzv_id]
