@@ -59,7 +59,7 @@ def _testfleet_down(args: argparse.Namespace) -> int:
 
 
 # Every command a user or a role runs, in one place (`h100fleet --help` prints them; tests/unit/test_layers.py checks
-# that each exists and that every `python -m h100fleet...` the roles, scripts, benchmarks and tests run is here).
+# that each exists and that every module the roles, scripts, benchmarks and tests run with `python -m` is here).
 MODULES: tuple[tuple[str, str], ...] = (
     ("h100fleet.probes", "node, stack venv: the GPU probes (gpu_validate, python_stack, the rollout's gate)"),
     ("h100fleet.probes.unsloth_check", "node, stack venv: Unsloth's own check, in a process of its own (the probes)"),

@@ -123,4 +123,6 @@ def test_prestaged_wheelhouse_stack_is_complete_and_verified(host):
 
 def test_h100fleet_package_is_in_the_venv(host):
     run_ok(host, f"{PY} -c 'import h100fleet.probes.run, h100fleet.node.verify'")
-    assert not host.file(f"{VENV}/lib/python3.11/site-packages/h100fleet/testfleet").exists
+    site = f"{VENV}/lib/python3.11/site-packages/h100fleet"
+    for control_or_harness in ("harness", "testfleet", "fleet", "stack", "cli.py"):  # the node side only
+        assert not host.file(f"{site}/{control_or_harness}").exists, control_or_harness
