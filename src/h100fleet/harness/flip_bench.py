@@ -174,7 +174,9 @@ def main(argv: list[str] | None = None) -> int:
     if not (model_dir / "config.json").exists():
         # in a child: the model built on the GPU must not stay in this process's memory
         result["model_build"] = json.loads(
-            train_bench.subcommand(["build", str(model_dir), "--size", args.size, "--device", args.device], args.timeout, env)
+            train_bench.subcommand(
+                ["build", str(model_dir), "--size", args.size, "--device", args.device], args.timeout, env
+            )
         )
         save()
     data = train_bench.dataset(work / "data.jsonl", rows_needed=4096, seq=args.seq)
