@@ -104,8 +104,30 @@ def test_current_stack_passes_with_the_xformers_warning_only():
     assert "xformers==0.0.35 was built for torch 2.10.0 but the stack pins torch 2.11.0" in findings[0].message
 
 
-def test_current_libraries_on_the_550_driver_pass():
-    assert check(STACKS / ON_550) == []
+def test_current_libraries_on_the_550_driver_are_refused_for_their_torchao():
+    # Measured on an H200: torchao 0.18.0 on torch 2.6.0 breaks every model import (transformers and peft import it).
+    findings = check(STACKS / ON_550)
+    assert [(f.rule, f.severity) for f in findings] == [("torchao-torch", ERROR)]
+    assert "torchao==0.18.0 needs torch >= 2.9.0 but the stack pins torch 2.6.0" in findings[0].message
+
+
+@pytest.mark.parametrize(
+    ("torchao", "torch", "refused"),
+    [
+        ("0.13.0", "2.6.0", False),
+        ("0.14.1", "2.6.0", True),
+        ("0.17.0", "2.9.0", False),
+        ("0.19.0", "2.8.0", True),
+        ("0.11.0", "2.3.0", False),
+    ],
+)
+def test_torchao_needs_the_torch_its_release_supports(copy, torchao, torch, refused):
+    stack = copy(ON_550)
+    for lock in stack.glob("lock-py*.txt"):
+        text = re.sub(r"^torchao==\S+", f"torchao=={torchao}", lock.read_text(), flags=re.M)
+        lock.write_text(re.sub(r"^torch==\S+", f"torch=={torch}", text, flags=re.M))
+    findings = rules.check(manifest.load(stack), INDEX, rules=["torchao-torch"])
+    assert bool(errors(findings, "torchao-torch")) is refused
 
 
 def test_hf_stack_for_python_3_13_on_the_550_driver_passes():

@@ -38,3 +38,18 @@ UNSLOTH_STRICT_TRL = ">=0.7.9,<0.9.0"
 
 # A working set for the strict releases, the nearest to a torch 2.3 stack (xformers builds pin torch exactly).
 UNSLOTH_STRICT_FIX = "torch==2.3.0, torchvision==0.18.0, torchaudio==2.3.0, xformers==0.0.26.post1, trl==0.8.6"
+
+# The oldest torch each torchao release's Python API supports (pytorch/ao issue 2919, "torchao release compatibility
+# table", column "torch version, torchao's Python API only"; from 0.17 torchao's C++ kernels are ABI-stable against
+# torch 2.11 and the table ends: 0.18 lists 2.11, 2.10 and 2.9). Releases after the last entry take its floor.
+# transformers and peft import torchao whenever it is installed, so a torchao too new for the torch fails every
+# model import (measured: torchao 0.18.0 on torch 2.6.0, "module 'torch' has no attribute 'float4_e2m1fn_x2'").
+TORCHAO_TORCH_FLOOR = (
+    ("0.12", "2.5.0"),
+    ("0.13", "2.6.0"),
+    ("0.14", "2.7.1"),
+    ("0.15", "2.7.1"),
+    ("0.16", "2.8.0"),
+    ("0.17", "2.9.0"),
+    ("0.18", "2.9.0"),
+)

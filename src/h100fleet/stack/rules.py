@@ -339,6 +339,34 @@ def rule_xformers_torch(ctx: Context) -> list[Finding]:
     ]
 
 
+def torchao_torch_floor(torchao: Version) -> Version | None:
+    """The oldest torch a torchao release supports (knowledge.TORCHAO_TORCH_FLOOR); None for releases before the
+    table."""
+    floor = None
+    for release, torch in K.TORCHAO_TORCH_FLOOR:
+        if Version(release).release <= torchao.release[:2]:
+            floor = Version(torch)
+    return floor
+
+
+def rule_torchao_torch(ctx: Context) -> list[Finding]:
+    torchao, torch = ctx.version("torchao"), ctx.version("torch")
+    if torchao is None or torch is None:
+        return []
+    floor = torchao_torch_floor(torchao)
+    if floor is None or torch >= floor:
+        return []
+    return [
+        ctx.find(
+            "torchao-torch",
+            ERROR,
+            f"torchao=={torchao} needs torch >= {floor} but the stack pins torch {torch}: transformers and peft "
+            "import torchao when it is installed, so no model loads",
+            f"pin a torchao release for torch {torch} (or leave torchao out), or torch >= {floor}",
+        )
+    ]
+
+
 def rule_flash_attn(ctx: Context) -> list[Finding]:
     findings = []
     pin = ctx.stack.input_pins().get("flash-attn")
@@ -610,6 +638,7 @@ RULES: dict[str, Callable[[Context], list[Finding]]] = {
     "wheels": rule_wheels,
     "torch-triplet": rule_torch_triplet,
     "xformers-torch": rule_xformers_torch,
+    "torchao-torch": rule_torchao_torch,
     "flash-attn": rule_flash_attn,
     "cuda-driver": rule_cuda_driver,
     "numpy": rule_numpy,
