@@ -70,6 +70,16 @@ def problems(role: str, values: dict, raw: dict | None = None, **kwargs) -> list
             "training_service_cuda_visible_devices is '0, 1'; expected a CUDA_VISIBLE_DEVICES list",
         ),
         (
+            "training_service",
+            {"training_service_nproc_per_node": "8"},
+            "training_service_nproc_per_node is '8'; expected \"auto\" or a whole number of at least 1",
+        ),
+        (
+            "training_service",
+            {"training_service_nproc_per_node": 0},
+            'training_service_nproc_per_node is 0 (a number); expected "auto" or a whole number',
+        ),
+        (
             "rollout",
             {"rollout_batch": "150%"},
             "node-1: rollout_batch is '150%'; expected a count of 1 or more nodes or a percentage from 1% to 100%.",
@@ -114,6 +124,8 @@ def problems(role: str, values: dict, raw: dict | None = None, **kwargs) -> list
         "version-shape",
         "duplicate-gpu",
         "gpu-list-spaces",
+        "nproc-string",
+        "nproc-zero",
         "batch-over-100",
         "canary-zero",
         "string-for-float",

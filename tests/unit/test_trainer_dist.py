@@ -74,12 +74,13 @@ def test_unsloth_2024_runs_one_gpu_only():
 
 def test_world_issues():
     single = "runs on one GPU only (it pins CUDA_VISIBLE_DEVICES to the first device)"
-    issues = [str(i) for i in dist.world_issues(cfg(), 8, "2024.8")]
+    issues = [str(i) for i in dist.world_issues(cfg(backend="unsloth"), 8, "2024.8")]
     assert issues == [
-        f'train.backend = "auto": expected "hf" for 8 processes: this stack\'s unsloth 2024.8 {single}; or run 1 '
+        f'train.backend = "unsloth": expected "hf" for 8 processes: this stack\'s unsloth 2024.8 {single}; or run 1 '
         "process, or use a stack with unsloth 2025 or later"
     ]
-    assert dist.world_issues(cfg(), 1, "2024.8") == []
+    assert dist.world_issues(cfg(), 8, "2024.8") == []  # "auto" trains with hf on all 8 (train.auto_backend)
+    assert dist.world_issues(cfg(backend="unsloth"), 1, "2024.8") == []
     assert dist.world_issues(cfg(backend="hf"), 8, "2024.8") == []
     assert dist.world_issues(cfg(device="cpu"), 8, "2024.8") == []
     assert dist.world_issues(cfg(), 8, "2026.10.9") == []
@@ -109,3 +110,19 @@ def test_check_with_a_world_size(tmp_path):
         assert result.returncode == 78
         assert "train.global_batch_size = 4: expected at least the world size 8" in result.stderr
         assert "invalid config for 8 processes: exit 78 (not restarted)" in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("cuda", "size", "unsloth", "expected"),
+    [
+        (True, 1, "2024.8", "unsloth"),
+        (True, 8, "2024.8", "hf"),  # the 2024 Unsloth runs on one GPU: hf on all eight, never one GPU
+        (True, 8, "2026.10.9", "unsloth"),
+        (True, 1, None, "hf"),  # a stack without Unsloth (torch2.6-transformers5.17-py313)
+        (False, 1, "2026.10.9", "hf"),
+    ],
+)
+def test_the_automatic_backend(cuda, size, unsloth, expected):
+    from h100fleet.trainer import train
+
+    assert train.auto_backend(cuda, dist.World(0, size, 0), unsloth) == expected

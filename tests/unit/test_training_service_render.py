@@ -53,6 +53,11 @@ RENDERED: dict[str, dict] = {
         "training_service_backend": "hf",
         "training_service_cuda_visible_devices": "",
     },
+    "eight-gpus": {"ansible_local": {"h100fleet_node": {"gpu_count": 8}}},
+    "four-pinned": {
+        "ansible_local": {"h100fleet_node": {"gpu_count": 8}},
+        "training_service_cuda_visible_devices": "4,5,6,7",
+    },
     "checkpoints-in-a-cache-dir": {
         "training_service_cache_dirs": ["/scratch/ckpt"],
         "training_service_config": {"checkpoint": {"dir": "/scratch/ckpt/run1"}},
@@ -85,6 +90,16 @@ REFUSED: dict[str, tuple[dict, str]] = {
         {"training_service_cuda_visible_devices": "0; rm"},
         "training_service_cuda_visible_devices is '0; rm'; expected a CUDA_VISIBLE_DEVICES list",
     ),
+    "more-processes-than-gpus": (
+        {"ansible_local": {"h100fleet_node": {"gpu_count": 8}}, "training_service_nproc_per_node": 9},
+        "training_service_nproc_per_node is 9 but the node has 8 GPU(s): one process per GPU (on "
+        "more-processes-than-gpus)",
+    ),
+    "more-processes-than-pinned": (
+        {"training_service_cuda_visible_devices": "0,1", "training_service_nproc_per_node": 4},
+        "training_service_nproc_per_node is 4 but training_service_cuda_visible_devices '0,1' gives the unit 2",
+    ),
+    "nproc-a-string": ({"training_service_nproc_per_node": "8"}, "training_service_nproc_per_node is '8'"),
     "no-stack": ({"__no_stack": True}, "bin/python does not exist on no-stack: the training service runs the"),
     "enabled-without-model": (
         {"training_service_enabled": True},
@@ -183,6 +198,22 @@ def test_unit_runs_the_stack_trainer_and_never_restarts_what_a_restart_cannot_fi
     assert "PrivateUsers" not in o
 
 
+@pytest.mark.parametrize(
+    ("case", "nproc"), [("default", 1), ("eight-gpus", 8), ("four-pinned", 4), ("cpu-no-devices", 1)]
+)
+def test_one_process_per_gpu_the_unit_sees(run, case, nproc):
+    # The default case's node has no h100fleet_node fact (no GPU known): one plain process.
+    out = rendered(run, case)
+    (exec_start,) = unit_options(out / "h100fleet-trainer.service")["ExecStart"]
+    python = f"{out.parent / 'stacks'}/current/bin/python"
+    if nproc == 1:
+        assert exec_start == f"{python} -m h100fleet.trainer --config /etc/h100fleet/trainer.yml"
+    else:
+        assert exec_start == (
+            f"{python} -m h100fleet.trainer.launch --nproc-per-node {nproc} --config /etc/h100fleet/trainer.yml"
+        )
+
+
 def test_second_instance_gets_its_own_names(run):
     out = rendered(run, "second-gpu")
     o = unit_options(out / "h100fleet-trainer-gpu1.service")
@@ -248,7 +279,7 @@ def test_environment_file_quotes_secrets_exactly(run):
     assert env["HF_TOKEN"] == SECRET
     assert env["PYTORCH_CUDA_ALLOC_CONF"] == "expandable_segments:True"
     assert env["H100FLEET_STACK_ID"] == STACK  # from the current stack's marker
-    assert env["CUDA_VISIBLE_DEVICES"] == "0"
+    assert "CUDA_VISIBLE_DEVICES" not in env  # every GPU of the node
     assert SECRET not in (out / "h100fleet-trainer.service").read_text() + (out / "trainer.yml").read_text()
 
 

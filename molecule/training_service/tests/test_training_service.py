@@ -83,19 +83,40 @@ def newest_checkpoint(host) -> int:
     return max(steps, default=0)
 
 
-def training_beyond(host, step: int, pid: int | None = None):
-    """Wait until the trainer (process pid, when given: the status file outlives a killed process) trains past
-    step; return the status."""
+def training_beyond(host, step: int, not_pid: int | None = None):
+    """Wait until the trainer trains past step (written by another process than not_pid, when given: the status
+    file outlives a killed process); return the status."""
     return wait_for(
         host,
         lambda: (
             (s := status(host)).get("state") == "training"
             and s.get("step", 0) > step
-            and (pid is None or s.get("pid") == pid)
+            and (not_pid is None or s.get("pid") != not_pid)
             and s
         ),
-        f"status.json state training with step > {step}" + (f" from pid {pid}" if pid else ""),
+        f"status.json state training with step > {step}" + (f" from a process other than {not_pid}" if not_pid else ""),
     )
+
+
+def rank_processes(host) -> list[str]:
+    """RANK of every process of the trainer's user that torchrun started (its workers)."""
+    script = f"""
+import os, pwd
+uid = pwd.getpwnam({json.dumps(USER)}).pw_uid
+for pid in filter(str.isdigit, os.listdir("/proc")):
+    try:
+        if os.stat(f"/proc/{{pid}}").st_uid != uid:
+            continue
+        env = open(f"/proc/{{pid}}/environ", "rb").read().split(b"\\0")
+    except OSError:
+        continue
+    ranks = [e[5:].decode() for e in env if e.startswith(b"RANK=")]
+    if ranks:
+        print(ranks[0])
+"""
+    result = python(host, "/usr/bin/python3", script)
+    assert result.rc == 0, result.stderr
+    return sorted(result.stdout.split())
 
 
 # --- what the role installed ------------------------------------------------------------------------------------
@@ -163,7 +184,8 @@ def test_unit_settings(host):
         line.split("=", 1) for line in sh(host, f"systemctl show {UNIT} -p {' -p '.join(expected)}").splitlines()
     )
     assert shown == expected
-    assert prop(host, "ExecStart").startswith(f"{{ path={PY} ; argv[]={PY} -m h100fleet.trainer --config {CONFIG} ;")
+    launch = f"{PY} -m h100fleet.trainer.launch --nproc-per-node 2 --config {CONFIG}"
+    assert prop(host, "ExecStart").startswith(f"{{ path={PY} ; argv[]={launch} ;")
     assert prop(host, "UnitFileState") == "enabled"
     # The unit under test is the shipped one: no drop-in relaxes anything in these containers (README).
     assert prop(host, "DropInPaths") == ""
@@ -222,6 +244,9 @@ def test_service_is_active_and_training_advances(host):
     second = training_beyond(host, first["step"])
     assert second["step"] > first["step"]
     assert (second["backend"], second["device"], second["stack_id"]) == ("hf", "cpu", "torch2.3-unsloth2024.8-py310")
+    # One job of two processes: the launcher (torchrun's agent) and a trainer per rank, all in the unit's cgroup.
+    assert second["world_size"] == 2, explain(host, f"status: {second}")
+    assert rank_processes(host) == ["0", "1"], explain(host, f"worker ranks {rank_processes(host)}")
     assert second["total_steps"] == 1000000
     logged = sh(host, f"journalctl -u {UNIT} --no-pager -o cat")
     assert re.search(r"step=\d+/1000000 loss=", logged), explain(host, "no progress lines in the journal")
@@ -277,7 +302,8 @@ def test_kill_9_restarts_and_resumes_from_the_last_checkpoint(host):
     # Past a checkpoint, so that there is one to resume from.
     wait_for(host, lambda: newest_checkpoint(host) > 0, "a checkpoint")
     restarts = int(prop(host, "NRestarts"))
-    pid = int(prop(host, "MainPID"))
+    pid = int(prop(host, "MainPID"))  # the launcher: systemd then kills the workers (KillMode=mixed)
+    rank0 = status(host)["pid"]
     since = now(host)
     sh(host, f"kill -9 {pid}")
     wait_for(
@@ -287,7 +313,7 @@ def test_kill_9_restarts_and_resumes_from_the_last_checkpoint(host):
         timeout=60,
     )
     last = newest_checkpoint(host)  # the newest complete checkpoint at the kill (nothing writes one in between)
-    resumed = training_beyond(host, last, int(prop(host, "MainPID")))
+    resumed = training_beyond(host, last, not_pid=rank0)
     log = journal_since(host, since)
     assert "code=killed, status=9/KILL" in log or "status=9/KILL" in log, explain(host, "no SIGKILL in the journal")
     assert f"resumed from {CHECKPOINTS}/step-{last:08d}: step {last}," in log, explain(host, f"no resume from {last}")
@@ -295,7 +321,7 @@ def test_kill_9_restarts_and_resumes_from_the_last_checkpoint(host):
 
 
 def test_bad_config_fails_clearly_and_is_not_restarted(host):
-    training_beyond(host, 0)
+    before = training_beyond(host, 0)["pid"]
     sh(host, f"cp -p {CONFIG} /root/trainer.yml.good")
     # Written straight into the file: the role's template would have refused it (validate).
     edit = f"""
@@ -325,4 +351,4 @@ with open({json.dumps(CONFIG)}, "w") as f:
     finally:
         sh(host, f"cp -p /root/trainer.yml.good {CONFIG} && systemctl reset-failed {UNIT} && systemctl start {UNIT}")
     wait_for(host, lambda: prop(host, "MainPID") != "0", f"{UNIT} to start again with the good config")
-    training_beyond(host, newest_checkpoint(host), int(prop(host, "MainPID")))
+    training_beyond(host, newest_checkpoint(host), not_pid=before)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 try:
+    from h100fleet.fleet import trainer_unit
     from h100fleet.trainer import exitcodes
 except ImportError as exc:  # pragma: no cover - only without the project's environment
     raise ImportError(
@@ -19,6 +20,27 @@ def training_service_no_restart(module):
     return list(exitcodes.NO_RESTART)
 
 
+def training_service_nproc(setting, visible_devices, device, node_gpus):
+    """training_service_nproc_per_node | training_service_nproc(visible devices, device, the node's GPU count):
+    the trainer processes the unit starts (h100fleet.fleet.trainer_unit)."""
+    return trainer_unit.nproc_per_node(setting, visible_devices, device, node_gpus)
+
+
+def training_service_nproc_problem(setting, visible_devices, device, node_gpus):
+    """Why training_service_nproc_per_node cannot run on this node, or "" (for the preflight)."""
+    return trainer_unit.nproc_problem(setting, visible_devices, device, node_gpus) or ""
+
+
+def training_service_exec_start(nproc, python, config):
+    """The unit's ExecStart= for nproc trainer processes."""
+    return trainer_unit.exec_start(python, config, nproc)
+
+
 class FilterModule:
     def filters(self):
-        return {"training_service_no_restart": training_service_no_restart}
+        return {
+            "training_service_no_restart": training_service_no_restart,
+            "training_service_nproc": training_service_nproc,
+            "training_service_nproc_problem": training_service_nproc_problem,
+            "training_service_exec_start": training_service_exec_start,
+        }

@@ -182,6 +182,12 @@ def _gpu_list(value: object) -> str | None:
     return None
 
 
+def _nproc(value: object) -> str | None:
+    if value == "auto" or (isinstance(value, int) and not isinstance(value, bool) and value >= 1):
+        return None
+    return 'expected "auto" or a whole number of at least 1 (unquoted)'
+
+
 SHAPES: dict[str, Callable[[object], str | None]] = {
     "h100fleet_driver_branch": _driver_version,
     "h100fleet_cuda_version": _major_minor,
@@ -201,6 +207,7 @@ SHAPES: dict[str, Callable[[object], str | None]] = {
     "python_stack_wheelhouse_url": _url_or_empty,
     "python_stack_uv_python_mirror": _url_or_empty,
     "training_service_cuda_visible_devices": _gpu_list,
+    "training_service_nproc_per_node": _nproc,
     "rollout_canary": _batch,
     "rollout_batch": _batch,
     "rollout_driver_version": _driver_version_or_empty,

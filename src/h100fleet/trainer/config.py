@@ -259,7 +259,11 @@ class LoraConfig:
 
 @dataclass(frozen=True)
 class TrainConfig:
-    backend: str = option(_choice("auto", "unsloth", "hf"), "auto", "auto: unsloth where CUDA is available, else hf")
+    backend: str = option(
+        _choice("auto", "unsloth", "hf"),
+        "auto",
+        "auto: unsloth on a GPU where the stack's Unsloth can train this world size, else hf",
+    )
     device: str = option(_choice("auto", "cuda", "cpu"), "auto", "auto: cuda when available")
     dtype: str = option(_choice("auto", "bfloat16", "float32"), "auto", "auto: bfloat16 on CUDA, float32 on CPU")
     output_dir: str = option(_path("a directory the trainer can create and write to", resolve=True), DEFAULT_OUTPUT_DIR)

@@ -87,11 +87,7 @@ def world_issues(cfg: Config, size: int, unsloth_version: str | None) -> list[Is
     if size <= 1:
         return []
     issues = []
-    if (
-        cfg.train.backend in ("unsloth", "auto")
-        and cfg.train.device != "cpu"
-        and unsloth_runs_one_gpu_only(unsloth_version)
-    ):
+    if cfg.train.backend == "unsloth" and cfg.train.device != "cpu" and unsloth_runs_one_gpu_only(unsloth_version):
         issues.append(
             Issue(
                 "train.backend",

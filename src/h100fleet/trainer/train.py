@@ -72,6 +72,15 @@ def _finished(cfg: Config, found: checkpoint.Found | None) -> bool:
     return manifest is not None and manifest.get("step") == found.step
 
 
+def auto_backend(cuda: bool, world: dist.World, unsloth_version: str | None) -> str:
+    """train.backend "auto": unsloth on a GPU where the stack has an Unsloth that can train this world size (the
+    2024 releases run on one GPU only), else hf: a stack without Unsloth, the CPU, or several processes on a 2024
+    Unsloth train with the hf backend on every GPU, never on fewer GPUs."""
+    if not cuda or unsloth_version is None:
+        return "hf"
+    return "hf" if world.distributed and dist.unsloth_runs_one_gpu_only(unsloth_version) else "unsloth"
+
+
 def resolve_device(cfg: Config, torch, world: dist.World | None = None) -> tuple[Any, str, Any]:
     """(device, backend, dtype) of this process: cuda:LOCAL_RANK under torchrun (cuda:0 alone), else the CPU."""
     world = world or dist.World()
@@ -82,7 +91,7 @@ def resolve_device(cfg: Config, torch, world: dist.World | None = None) -> tuple
     device = _gpu(torch, world.local_rank) if on_gpu else torch.device("cpu")
     backend = cfg.train.backend
     if backend == "auto":
-        backend = "unsloth" if device.type == "cuda" else "hf"
+        backend = auto_backend(device.type == "cuda", world, backends.installed_version("unsloth"))
     if backend == "unsloth" and device.type != "cuda":
         raise RuntimeError("train.backend is unsloth but torch sees no CUDA device")
     if cfg.train.dtype == "float32":
