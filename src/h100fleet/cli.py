@@ -64,6 +64,7 @@ MODULES: tuple[tuple[str, str], ...] = (
     ("h100fleet.probes", "node, stack venv: the GPU probes (gpu_validate, python_stack, the rollout's gate)"),
     ("h100fleet.probes.unsloth_check", "node, stack venv: Unsloth's own check, in a process of its own (the probes)"),
     ("h100fleet.trainer", "node, stack venv: the LoRA trainer (training_service; --check on the control node)"),
+    ("h100fleet.trainer.launch", "node, stack venv: the trainer in several processes through torchrun"),
     ("h100fleet.node.verify", "node, stack venv: the venv holds exactly its lock and its modules import"),
     ("h100fleet.fleet.rollout", "control node: the rollout's report (the rollout role's last play)"),
     ("h100fleet.cli", "control node: this command (also installed as `h100fleet`)"),
