@@ -7,7 +7,7 @@ the first step past the checkpoint), Llama-3.1-8B architecture with random weigh
 
 Needs a CUDA GPU with about 80 GB, the stack (unsloth for the unsloth backend) and about 17 GB of disk for the
 model; `--size tiny --device cpu --backend hf` checks the script on a CPU. The logic is in
-h100fleet.fleet.flip_bench; results are described in docs/benchmarks.md ("Rollout").
+h100fleet.harness.flip_bench; results are described in docs/benchmarks.md ("Rollout").
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
-from h100fleet.fleet.flip_bench import main
+from h100fleet.harness.flip_bench import main
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -5,7 +5,7 @@
         [--node-wait 60] [--json out.json]
 
 Each size N runs the real playbook against N simulated hosts (ansible_connection: local, `rollout_simulate: true`:
-every node-side action becomes an edit of a JSON state file, see h100fleet.fleet.rollout_sim), canary 1 and the
+every node-side action becomes an edit of a JSON state file, see h100fleet.harness.rollout_sim), canary 1 and the
 given batch, with the repository's ansible.cfg (forks from --forks). Then T(N) = c + h N is fitted over the sizes
 and a real rollout of 1000 nodes is projected as c + h N + batches x node wait, where --node-wait is the slowest
 node's stop + switch + probe + resume per batch (measured by molecule/rollout: docs/benchmarks.md).
@@ -20,7 +20,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from h100fleet.fleet import rollout_sim
+from h100fleet.harness import rollout_sim
 
 
 def main() -> int:

@@ -19,7 +19,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-from h100fleet.stack import bench, manifest
+from h100fleet.harness import venv_bench
+from h100fleet.stack import manifest
 from h100fleet.stack.lock import find_uv
 from h100fleet.testfleet import images, services
 
@@ -109,13 +110,22 @@ def main() -> int:
 
     setup = f"set -e; apt-get {PROXY} update -qq && apt-get {PROXY} install -y -qq python3-venv bc >/dev/null\n"
     pip_out = in_container(
-        recipe.alias, house, lock, uv, bench.pip_script(bench.seed_steps(stack.requirements_text())), setup=setup
+        recipe.alias,
+        house,
+        lock,
+        uv,
+        venv_bench.pip_script(venv_bench.seed_steps(stack.requirements_text())),
+        setup=setup,
     )
-    uv_out = in_container(recipe.alias, house, lock, uv, bench.uv_script(), setup=setup.replace("python3-venv ", ""))
-    results = {**bench.parse_results(pip_out), **bench.parse_results(uv_out)}
+    uv_out = in_container(
+        recipe.alias, house, lock, uv, venv_bench.uv_script(), setup=setup.replace("python3-venv ", "")
+    )
+    results = {**venv_bench.parse_results(pip_out), **venv_bench.parse_results(uv_out)}
     pip_s, cold, warm = results["pip-sequential"], results["uv-cold-cache"], results["uv-warm-cache"]
     print(f"stack {stack.id}, Python {args.python}: {len(wheels)} wheels, {size_gb:.2f} GB, image {recipe.alias}")
-    print(f"seed's sequential pip install ({len(bench.seed_steps(stack.requirements_text()))} steps): {pip_s:7.1f} s")
+    print(
+        f"seed's sequential pip install ({len(venv_bench.seed_steps(stack.requirements_text()))} steps): {pip_s:7.1f} s"
+    )
     print(f"uv venv + uv pip sync --require-hashes, empty uv cache:   {cold:7.1f} s  ({pip_s / cold:.1f}x faster)")
     print(f"uv venv + uv pip sync --require-hashes, warm uv cache:    {warm:7.1f} s  ({pip_s / warm:.1f}x faster)")
     if args.json:

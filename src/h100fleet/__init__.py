@@ -1,1 +1,4 @@
-"""h100fleet: node-side and control-side code for the H100 fleet."""
+"""h100fleet: node-side, control-node and test/benchmark harness code for the H100 fleet.
+
+The layers (which subpackage runs where, which may import which) are declared in h100fleet.layers.
+"""

@@ -58,8 +58,61 @@ def _testfleet_down(args: argparse.Namespace) -> int:
     return 0
 
 
+# Every command a user or a role runs, in one place (`h100fleet --help` prints them; tests/unit/test_layers.py checks
+# that each exists and that every module the roles, scripts, benchmarks and tests run with `python -m` is here).
+MODULES: tuple[tuple[str, str], ...] = (
+    ("h100fleet.probes", "node, stack venv: the GPU probes (gpu_validate, python_stack, the rollout's gate)"),
+    ("h100fleet.probes.unsloth_check", "node, stack venv: Unsloth's own check, in a process of its own (the probes)"),
+    ("h100fleet.trainer", "node, stack venv: the LoRA trainer (training_service; --check on the control node)"),
+    ("h100fleet.trainer.launch", "node, stack venv: the trainer in several processes through torchrun"),
+    ("h100fleet.node.verify", "node, stack venv: the venv holds exactly its lock and its modules import"),
+    ("h100fleet.fleet.rollout", "control node: the rollout's report (the rollout role's last play)"),
+    ("h100fleet.cli", "control node: this command (also installed as `h100fleet`)"),
+    ("h100fleet.harness.train_bench", "benchmark: trainer throughput and smoke runs (build | bare | smoke | run)"),
+    ("h100fleet.harness.carry", "GPU machine transfer: split, receive, missing, assemble (scripts/gpu/carry)"),
+)
+# Node-side programs installed as files and run by the node's system Python.
+NODE_PROGRAMS: tuple[tuple[str, str], ...] = (
+    ("src/h100fleet/node/facts.py", "the h100fleet_node local fact (node_baseline)"),
+    ("src/h100fleet/node/rollout_guard.py", "/usr/local/libexec/h100fleet-rollout-guard (rollout)"),
+)
+SCRIPTS: tuple[tuple[str, str], ...] = (
+    ("scripts/bootstrap-host", "install what the control node lacks and the control-node venv"),
+    ("scripts/test", "the project's tests: lint, unit, molecule"),
+    ("scripts/demo", "a local three-node fleet provisioned, trained on and rolled out"),
+    ("scripts/gpu/carry", "carry files to a lent GPU machine in parts"),
+    ("scripts/gpu/install-carried", "GPU machine: rebuild the carried files and install a stack from its lock"),
+    ("scripts/gpu/verify-stack", "GPU machine: install carried wheels, verify the stack, run the probes"),
+    ("scripts/gpu/user-checks", "GPU machine: a new user's checks of a stack"),
+    ("scripts/gpu/train-checks", "GPU machine: user checks and the trainer's smoke runs"),
+    ("scripts/gpu/flip-downtime", "GPU machine: time a rollout's flip"),
+    ("benchmarks/flip_downtime.py", "benchmark: a rollout flip's downtime"),
+    ("benchmarks/foundation.py", "benchmark: node image builds, a fresh fleet's first converge, a re-run"),
+    ("benchmarks/rerun.py", "benchmark: the demo's first converge and a re-run of site.yml"),
+    ("benchmarks/rollout_scale.py", "benchmark: a rollout over N simulated hosts"),
+    ("benchmarks/train_throughput.py", "benchmark: trainer throughput"),
+    ("benchmarks/venv_build.py", "benchmark: building a stack venv"),
+)
+
+
+def commands_text() -> str:
+    """The command list that `h100fleet --help` ends with."""
+    lines = ["modules (python -m MODULE --help):"]
+    lines += [f"  {name:36} {what}" for name, what in MODULES]
+    lines += ["node programs (system Python):"]
+    lines += [f"  {path:36} {what}" for path, what in NODE_PROGRAMS]
+    lines += ["scripts (from the repository root):"]
+    lines += [f"  {path:36} {what}" for path, what in SCRIPTS]
+    return "\n".join(lines)
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="h100fleet", description=__doc__)
+    parser = argparse.ArgumentParser(
+        prog="h100fleet",
+        description=__doc__,
+        epilog=commands_text(),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     sub = parser.add_subparsers(dest="command", required=True)
 
     tf = sub.add_parser("testfleet", help="the offline local test fleet (systemd containers)")

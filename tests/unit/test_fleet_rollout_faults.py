@@ -13,7 +13,7 @@ import time
 
 import pytest
 
-from h100fleet.fleet import rollout_sim
+from h100fleet.harness import rollout_sim
 
 pytest.importorskip("ansible")
 

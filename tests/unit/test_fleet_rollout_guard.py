@@ -1,4 +1,4 @@
-"""The node-side guard (h100fleet.fleet.rollout_guard): nothing before the deadline or on a closed journal; past
+"""The node-side guard (h100fleet.node.rollout_guard): nothing before the deadline or on a closed journal; past
 the deadline of an open journal, current and previous back on the journal's stacks, the trainer restarted, the
 journal marked recovered; a restore target that is not a complete stack refused."""
 
@@ -10,7 +10,8 @@ import sys
 
 import pytest
 
-from h100fleet.fleet import rollout, rollout_guard
+from h100fleet.fleet import rollout
+from h100fleet.node import rollout_guard
 
 
 @pytest.fixture

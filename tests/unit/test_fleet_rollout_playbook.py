@@ -9,7 +9,7 @@ import json
 
 import pytest
 
-from h100fleet.fleet import rollout_sim
+from h100fleet.harness import rollout_sim
 
 pytest.importorskip("ansible")
 

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from h100fleet.gpu import carry
+from h100fleet.harness import carry
 
 ROOT = Path(__file__).resolve().parents[2]
 

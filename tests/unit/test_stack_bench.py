@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from h100fleet.stack import bench
+from h100fleet.harness import venv_bench
 
 SEED_IN = (
     Path(__file__).resolve().parents[2] / "files/stacks/torch2.3-unsloth2024.8-py310/requirements.in"
@@ -12,7 +12,7 @@ SEED_IN = (
 
 
 def test_seed_steps_install_the_torch_triplet_first_then_one_package_per_step():
-    steps = bench.seed_steps(SEED_IN)
+    steps = venv_bench.seed_steps(SEED_IN)
     assert steps[0] == ["torch==2.3.0", "torchvision==0.18.0", "torchaudio==2.3.0"]
     assert ["unsloth[colab-new]==2024.8"] in steps and ["xformers==0.0.26.post1"] in steps
     assert all(len(step) == 1 for step in steps[1:])
@@ -21,7 +21,7 @@ def test_seed_steps_install_the_torch_triplet_first_then_one_package_per_step():
 
 
 def test_pip_script_runs_each_step_against_the_wheelhouse_only():
-    script = bench.pip_script([["a==1", "b==2"], ["c==3"]], bench.Paths(wheelhouse="/wh"))
+    script = venv_bench.pip_script([["a==1", "b==2"], ["c==3"]], venv_bench.Paths(wheelhouse="/wh"))
     lines = script.splitlines()
     assert "/usr/bin/python3 -m venv /opt/seed" in lines
     pip = "/opt/seed/bin/pip install --quiet --disable-pip-version-check --no-index --find-links /wh"
@@ -30,7 +30,7 @@ def test_pip_script_runs_each_step_against_the_wheelhouse_only():
 
 
 def test_uv_script_syncs_with_hashes_cold_then_warm():
-    script = bench.uv_script(bench.Paths(wheelhouse="/wh", lock="/l.txt"))
+    script = venv_bench.uv_script(venv_bench.Paths(wheelhouse="/wh", lock="/l.txt"))
     syncs = [ln for ln in script.splitlines() if " pip sync " in ln]
     assert len(syncs) == 2
     assert all("--require-hashes --no-index --find-links /wh" in s and s.endswith("/l.txt") for s in syncs)
@@ -40,4 +40,4 @@ def test_uv_script_syncs_with_hashes_cold_then_warm():
 
 def test_parse_results():
     out = "noise\nRESULT pip-sequential 301.5\nRESULT uv-cold-cache 40.25\n"
-    assert bench.parse_results(out) == {"pip-sequential": 301.5, "uv-cold-cache": 40.25}
+    assert venv_bench.parse_results(out) == {"pip-sequential": 301.5, "uv-cold-cache": 40.25}

@@ -12,8 +12,9 @@ import pytest
 import yaml
 
 from h100fleet import cli
-from h100fleet.stack import diff, lock, manifest, verify
-from h100fleet.stack.lockfile import lock_hash, parse_pins, requirement_names
+from h100fleet.node import verify
+from h100fleet.node.lockfile import lock_hash, parse_pins, requirement_names
+from h100fleet.stack import diff, lock, manifest
 
 ROOT = Path(__file__).resolve().parents[2]
 STACKS = ROOT / "files" / "stacks"

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
+from h100fleet.node.lockfile import Pin, parse_pins
 from h100fleet.stack import wheelhouse
-from h100fleet.stack.lockfile import Pin, parse_pins
 
 LIGHT = Path(__file__).resolve().parents[2] / "tests" / "fixtures" / "stacks" / "light"
 

@@ -342,7 +342,7 @@ def test_the_bench_smoke_stops_and_resumes_through_torchrun(tmp_path):
     """The GPU smoke run's own code on the CPU, through torchrun with one process: 3 steps, stop, resume to 6."""
     torchrun = True
     out = tmp_path / "smoke.json"
-    argv = [sys.executable, "-m", "h100fleet.trainer.bench", "smoke", "--device", "cpu", "--backend", "hf"]
+    argv = [sys.executable, "-m", "h100fleet.harness.train_bench", "smoke", "--device", "cpu", "--backend", "hf"]
     argv += ["--out", str(out), "--workdir", str(tmp_path / "work"), *(["--torchrun"] if torchrun else [])]
     result = subprocess.run(argv, capture_output=True, text=True, env=env(), timeout=600, check=False)
     assert result.returncode == 0, result.stdout + result.stderr[-4000:]

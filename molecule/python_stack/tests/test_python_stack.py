@@ -68,7 +68,7 @@ def test_marker_records_the_lock(host):
 
 
 def test_installed_versions_equal_the_lock(host):
-    report = json.loads(run_ok(host, f"{PY} -m h100fleet.stack.verify --lock {ROOT}/current/h100fleet-lock.txt"))
+    report = json.loads(run_ok(host, f"{PY} -m h100fleet.node.verify --lock {ROOT}/current/h100fleet-lock.txt"))
     assert report["ok"] and report["pins"] > 100
     assert report["missing"] == [] and report["mismatched"] == {} and report["extra"] == []
 
@@ -122,5 +122,7 @@ def test_prestaged_wheelhouse_stack_is_complete_and_verified(host):
 
 
 def test_h100fleet_package_is_in_the_venv(host):
-    run_ok(host, f"{PY} -c 'import h100fleet.probes.run, h100fleet.stack.verify'")
-    assert not host.file(f"{VENV}/lib/python3.11/site-packages/h100fleet/testfleet").exists
+    run_ok(host, f"{PY} -c 'import h100fleet.probes.run, h100fleet.node.verify'")
+    site = f"{VENV}/lib/python3.11/site-packages/h100fleet"
+    for control_or_harness in ("harness", "testfleet", "fleet", "stack", "cli.py"):  # the node side only
+        assert not host.file(f"{site}/{control_or_harness}").exists, control_or_harness

@@ -256,7 +256,7 @@ def probe_verdict(
 # and to (the stacks the flip moves between), restore ({"current", "previous"}: the links that put the node back
 # where it was safe: the stack it came from for a rollout, the target of a rollback), was_active and step (the
 # trainer before the flip: whether it ran, its checkpointed step), opened_at and deadline (epoch seconds on the
-# node's clock: the node-side guard, h100fleet.fleet.rollout_guard, restores `restore` and restarts the trainer
+# node's clock: the node-side guard, h100fleet.node.rollout_guard, restores `restore` and restarts the trainer
 # once the deadline passes on an open journal, and marks it recovered), recovered_at, closed_at, outcome.
 
 JOURNAL_SCHEMA = 1

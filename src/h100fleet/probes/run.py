@@ -151,7 +151,7 @@ def unsloth_in_stack(prefix: str | Path | None = None) -> bool:
     """Whether the Unsloth probe belongs to this interpreter's stack: False only for a stack venv whose own lock
     pins no unsloth (a Hugging Face stack such as torch2.6-transformers5.17-py313). A stack that pins it, or an
     interpreter that is no stack venv, runs the probe, so a stack that lost its unsloth fails the gate."""
-    from h100fleet.stack.lockfile import parse_pins
+    from h100fleet.node.lockfile import parse_pins
 
     lock = Path(sys.prefix if prefix is None else prefix) / VENV_LOCK
     try:

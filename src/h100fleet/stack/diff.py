@@ -6,8 +6,8 @@ from dataclasses import dataclass, field
 
 from packaging.version import InvalidVersion, Version
 
+from h100fleet.node.lockfile import Pin
 from h100fleet.stack.knowledge import driver_key
-from h100fleet.stack.lockfile import Pin
 from h100fleet.stack.manifest import Stack
 
 # Packages a reader looks for first in a bump.

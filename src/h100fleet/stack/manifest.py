@@ -9,7 +9,7 @@ from pathlib import Path
 
 import yaml
 
-from h100fleet.stack.lockfile import Pin, lock_hash, parse_pins
+from h100fleet.node.lockfile import Pin, lock_hash, parse_pins
 
 DEFAULT_PLATFORM = "x86_64-manylinux_2_28"
 _DRIVER = re.compile(r"^\d{3}(\.\d+){1,2}$")

@@ -15,9 +15,9 @@ from packaging.requirements import InvalidRequirement, Requirement
 from packaging.specifiers import SpecifierSet
 from packaging.version import InvalidVersion, Version
 
+from h100fleet.node.lockfile import Pin, normalize, requirement_names
 from h100fleet.stack import knowledge as K
 from h100fleet.stack.index import Index, Release
-from h100fleet.stack.lockfile import Pin, normalize, requirement_names
 from h100fleet.stack.manifest import Stack
 from h100fleet.stack.wheelhouse import wheel_rank
 

@@ -12,8 +12,8 @@ import re
 import urllib.request
 from pathlib import Path
 
+from h100fleet.node.lockfile import Pin, parse_pins
 from h100fleet.stack.index import PyPIIndex
-from h100fleet.stack.lockfile import Pin, parse_pins
 
 
 def _tags(filename: str) -> tuple[str, str, str] | None:

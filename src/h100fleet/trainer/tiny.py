@@ -3,6 +3,10 @@
 build_model() writes a Llama (random weights) with a word-level tokenizer and a chat template to a directory;
 write_dataset() writes JSONL records of random words in both record forms; write_config() a trainer config.
 The Llama-3.1-8B architecture for the throughput benchmark is LLAMA_8B.
+
+Node side (in the trainer, not the harness) although its users are tests and benchmarks: the molecule scenarios
+and scripts/demo stage the training service's model and data on the node with the stack venv's own interpreter
+(.config/molecule/tasks/tiny_model.yml), so it must be in what the venv gets.
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """Node side: does this interpreter hold exactly a lock's packages, and do the stack's modules import?
 
-Runs with the stack venv's own python (``python -m h100fleet.stack.verify --lock FILE --import torch ...``), standard
+Runs with the stack venv's own python (``python -m h100fleet.node.verify --lock FILE --import torch ...``), standard
 library only. Prints one JSON document; exits 0 when everything matches, 1 otherwise.
 """
 
@@ -15,7 +15,7 @@ import sys
 import time
 from pathlib import Path
 
-from h100fleet.stack.lockfile import normalize, parse_pins
+from h100fleet.node.lockfile import normalize, parse_pins
 
 
 def installed() -> dict[str, str]:
@@ -64,7 +64,7 @@ def try_imports(modules: list[str]) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m h100fleet.stack.verify", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m h100fleet.node.verify", description=__doc__)
     parser.add_argument("--lock", required=True, type=Path, help="the stack's lock file for this Python")
     parser.add_argument("--import", dest="imports", action="append", default=[], help="module to import (repeatable)")
     parser.add_argument(

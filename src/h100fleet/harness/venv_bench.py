@@ -9,7 +9,7 @@ from __future__ import annotations
 import shlex
 from dataclasses import dataclass
 
-from h100fleet.stack.lockfile import Pin, parse_pins
+from h100fleet.node.lockfile import Pin, parse_pins
 
 # The seed document installs torch, torchvision and torchaudio in one command, then one package per command.
 TORCH_TRIPLET = ("torch", "torchvision", "torchaudio")

@@ -30,7 +30,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from h100fleet.trainer import bench
+from h100fleet.harness import train_bench
 
 POLL_S = 0.2
 
@@ -141,7 +141,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", required=True, help="JSON results (rewritten after every phase)")
     parser.add_argument("--workdir", default="/tmp/h100fleet-flip", help="model, data, runs and caches")
-    parser.add_argument("--size", choices=sorted(bench.SIZES), default="8b")
+    parser.add_argument("--size", choices=sorted(train_bench.SIZES), default="8b")
     parser.add_argument("--device", choices=["cuda", "cpu"], default="cuda", help="cpu: a check of this script")
     parser.add_argument("--backend", choices=["unsloth", "hf"], default="unsloth")
     parser.add_argument("--seq", type=int, default=2048)
@@ -164,22 +164,24 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     work = Path(args.workdir)
     work.mkdir(parents=True, exist_ok=True)
-    result: dict[str, Any] = {"environment": bench.environment(), "settings": vars(args), "flips": []}
+    result: dict[str, Any] = {"environment": train_bench.environment(), "settings": vars(args), "flips": []}
 
     def save() -> None:
         Path(args.out).write_text(json.dumps(result, indent=1) + "\n")
 
-    env = bench.child_env(work)
+    env = train_bench.child_env(work)
     model_dir = work / f"model-{args.size}"
     if not (model_dir / "config.json").exists():
         # in a child: the model built on the GPU must not stay in this process's memory
         result["model_build"] = json.loads(
-            bench.subcommand(["build", str(model_dir), "--size", args.size, "--device", args.device], args.timeout, env)
+            train_bench.subcommand(
+                ["build", str(model_dir), "--size", args.size, "--device", args.device], args.timeout, env
+            )
         )
         save()
-    data = bench.dataset(work / "data.jsonl", rows_needed=4096, seq=args.seq)
+    data = train_bench.dataset(work / "data.jsonl", rows_needed=4096, seq=args.seq)
     batch = args.batch if args.batch == "auto" else int(args.batch)
-    config = bench.trainer_config(
+    config = train_bench.trainer_config(
         work / "run",
         model_dir,
         data,

@@ -17,9 +17,9 @@ For each backend (unsloth, hf), each in processes of its own (Unsloth patches tr
 Tokens per second count every position of every sequence (batch x seq). Peak memory is
 torch.cuda.max_memory_allocated. Results are written to --out after every run, so a cut-off run keeps what it had.
 
-    python -m h100fleet.trainer.bench build DIR            the 8B model (bf16, created on the GPU) + tokenizer
-    python -m h100fleet.trainer.bench bare --backend B ... one reference run, JSON on stdout
-    python -m h100fleet.trainer.bench smoke --out FILE [--backend B] [--torchrun]
+    python -m h100fleet.harness.train_bench build DIR            the 8B model (bf16, created on the GPU) + tokenizer
+    python -m h100fleet.harness.train_bench bare --backend B ... one reference run, JSON on stdout
+    python -m h100fleet.harness.train_bench smoke --out FILE [--backend B] [--torchrun]
                                                            a small model trained through the entry point (stop
                                                            after 3 steps, resume to 6), plain or through torchrun
 """
@@ -355,7 +355,7 @@ def orchestrate(args) -> int:
 
 def subcommand(argv: list[str], timeout: float, env: dict[str, str]) -> str:
     proc = subprocess.run(
-        [sys.executable, "-m", "h100fleet.trainer.bench", *argv],
+        [sys.executable, "-m", "h100fleet.harness.train_bench", *argv],
         capture_output=True,
         text=True,
         timeout=timeout,
