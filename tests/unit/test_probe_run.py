@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 import json
 from pathlib import Path
 
@@ -127,3 +128,13 @@ def test_the_unsloth_probe_belongs_to_stacks_that_pin_unsloth(tmp_path, lock, ex
 def test_the_probe_reads_the_lock_where_python_stack_keeps_it():
     role_vars = yaml.safe_load((STACKS.parents[1] / "roles/python_stack/vars/main.yml").read_text())
     assert role_vars["__python_stack_lock_name"] == run.VENV_LOCK
+
+
+def test_the_probes_import_nothing_outside_their_package():
+    # gpu_validate installs h100fleet/probes alone on a node without a stack: any other h100fleet import fails there.
+    for path in (STACKS.parents[1] / "src" / "h100fleet" / "probes").glob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else []
+            names += [node.module or ""] if isinstance(node, ast.ImportFrom) and node.level == 0 else []
+            outside = [n for n in names if n.startswith("h100fleet") and not n.startswith("h100fleet.probes")]
+            assert not outside, f"{path.name} imports {outside}"

@@ -12,6 +12,7 @@ import argparse
 import json
 import os
 import platform
+import re
 import socket
 import subprocess
 import sys
@@ -151,14 +152,13 @@ def unsloth_in_stack(prefix: str | Path | None = None) -> bool:
     """Whether the Unsloth probe belongs to this interpreter's stack: False only for a stack venv whose own lock
     pins no unsloth (a Hugging Face stack such as torch2.6-transformers5.17-py313). A stack that pins it, or an
     interpreter that is no stack venv, runs the probe, so a stack that lost its unsloth fails the gate."""
-    from h100fleet.node.lockfile import parse_pins
-
     lock = Path(sys.prefix if prefix is None else prefix) / VENV_LOCK
     try:
-        pins = parse_pins(lock.read_text())
+        text = lock.read_text()
     except OSError:
         return True
-    return "unsloth" in pins
+    # The probes import nothing outside h100fleet.probes: gpu_validate installs that package alone.
+    return re.search(r"(?im)^unsloth==", text) is not None
 
 
 def start_unsloth() -> subprocess.Popen[str]:
