@@ -11,8 +11,9 @@ For each backend (unsloth, hf), each in processes of its own (Unsloth patches tr
   gradient checkpointing on, on a packed JSONL dataset; its metrics.jsonl (one record per step) gives the median
   step time after the same warm-up;
 - `auto`: the same with batch_size and gradient_checkpointing "auto": the plan the trainer picks and its speed;
-- `torchrun` (with `--torchrun`): the `trainer` run started as the multi-GPU unit starts it, through torchrun with one
-  process (`torch.distributed.run --standalone --nproc-per-node 1`): world size 1 must cost nothing against `trainer`.
+- `torchrun` (with `--torchrun`): the `trainer` run started through torchrun with one process
+  (`torch.distributed.run --standalone --nproc-per-node 1`, the launcher h100fleet.trainer.launch runs for a
+  multi-GPU unit): world size 1 must cost nothing against `trainer`.
 
 Tokens per second count every position of every sequence (batch x seq). Peak memory is
 torch.cuda.max_memory_allocated. Results are written to --out after every run, so a cut-off run keeps what it had.
@@ -192,7 +193,8 @@ def trainer_config(
 
 
 def trainer_argv(config: Path, *extra: str, torchrun: bool = False) -> list[str]:
-    """The trainer's command line: a plain process, or torchrun with one process per node as the unit starts it."""
+    """The trainer's command line: a plain process, or torchrun with one process (the launcher a multi-GPU unit
+    runs through h100fleet.trainer.launch)."""
     launcher = ["-m", "torch.distributed.run", "--standalone", "--nproc-per-node=1"] if torchrun else []
     return [sys.executable, *launcher, "-m", "h100fleet.trainer", "--config", str(config), *extra]
 

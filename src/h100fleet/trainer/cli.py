@@ -20,7 +20,9 @@ from h100fleet.trainer.exitcodes import EX_CONFIG, EX_DATAERR, EX_FAILURE, EX_OK
 from h100fleet.trainer.stop import StopBeforeTraining, StopRequest
 
 
-class _Parser(argparse.ArgumentParser):
+class UsageParser(argparse.ArgumentParser):
+    """argparse with the trainer's exit code for a bad command line (64, not restarted), for every entry point."""
+
     def error(self, message: str):  # argparse would exit 2
         self.print_usage(sys.stderr)
         print(f"{self.prog}: error: {message}", file=sys.stderr)
@@ -28,7 +30,7 @@ class _Parser(argparse.ArgumentParser):
 
 
 def parser() -> argparse.ArgumentParser:
-    p = _Parser(prog="python -m h100fleet.trainer", description="bf16 LoRA trainer (unsloth or hf backend)")
+    p = UsageParser(prog="python -m h100fleet.trainer", description="bf16 LoRA trainer (unsloth or hf backend)")
     p.add_argument("--config", default=config.DEFAULT_CONFIG_PATH, help="YAML config (default: %(default)s)")
     p.add_argument(
         "--check",

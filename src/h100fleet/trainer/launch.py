@@ -29,8 +29,8 @@ import os
 import signal
 import sys
 
-from h100fleet.trainer import dist
-from h100fleet.trainer.exitcodes import EX_FAILURE, EX_OK, EX_USAGE, NO_RESTART
+from h100fleet.trainer import cli, dist, logs
+from h100fleet.trainer.exitcodes import EX_FAILURE, EX_OK, NO_RESTART
 
 
 class _Stopped(BaseException):
@@ -39,13 +39,6 @@ class _Stopped(BaseException):
 
 def _stop(signum, _frame) -> None:
     raise _Stopped(signal.Signals(signum).name)
-
-
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str):  # argparse would exit 2
-        self.print_usage(sys.stderr)
-        print(f"{self.prog}: error: {message}", file=sys.stderr)
-        sys.exit(EX_USAGE)
 
 
 def _positive(text: str) -> int:
@@ -59,7 +52,7 @@ def _positive(text: str) -> int:
 
 
 def parser() -> argparse.ArgumentParser:
-    p = _Parser(prog="python -m h100fleet.trainer.launch", description=__doc__.splitlines()[0])
+    p = cli.UsageParser(prog="python -m h100fleet.trainer.launch", description=__doc__.splitlines()[0])
     p.add_argument("--nproc-per-node", type=_positive, required=True, help="processes (GPUs) on this node")
     p.add_argument("--nnodes", type=_positive, default=1, help="nodes in the job (default 1)")
     p.add_argument("--rdzv-endpoint", default="", help="host:port of the c10d rendezvous (several nodes)")
@@ -95,8 +88,6 @@ def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     if args.nnodes > 1 and not (args.rdzv_endpoint and args.rdzv_id):
         parser().error(f"--nnodes {args.nnodes} needs --rdzv-endpoint and --rdzv-id (the same on every node)")
-    from h100fleet.trainer import cli, logs
-
     world = args.nproc_per_node * args.nnodes
     checked = cli.main(["--config", args.config, "--check", "--world-size", str(world)])
     if checked != EX_OK:
