@@ -42,6 +42,39 @@ def test_micro_batches():
     assert dist.micro_batches([5], 4) == [[5]]
 
 
+class _Device:
+    def __init__(self, kind: str):
+        self.type = kind
+
+
+def test_the_plan_is_made_for_the_gpu_with_the_least_usable_memory():
+    gib = autotune.GIB
+    figures = [
+        autotune.Memory(r, f"cuda:{r}", "NVIDIA H100 80GB HBM3", u * gib, 80 * gib)
+        for r, u in enumerate([78, 61, 78, 61])
+    ]
+    least = autotune.smallest(figures)
+    assert least.rank == 1  # the lower of the two ranks with 61 GiB
+    assert least.describe(4) == (
+        "61.0 GiB usable of 80.0 GiB on rank 1's GPU (cuda:1, NVIDIA H100 80GB HBM3), the smallest of 4 GPUs"
+    )
+    assert figures[0].describe(1) == "78.0 GiB usable of 80.0 GiB on rank 0's GPU (cuda:0, NVIDIA H100 80GB HBM3)"
+    with pytest.raises(ValueError, match="no GPU memory figures"):
+        autotune.smallest([])
+    # The plan carries the figure into checkpoints and the status file, and back on resume.
+    plan = autotune.Plan(4, 2, False, "auto", "r", memory=least.to_dict())
+    again = autotune.Plan.from_dict(plan.to_dict(), "checkpoint")
+    assert again.memory["rank"] == 1 and again.memory["usable_gib"] == 61.0
+    assert autotune.Plan.from_dict({k: v for k, v in plan.to_dict().items() if k != "memory"}).memory == {}
+
+
+def test_memory_is_measured_only_where_the_plan_uses_it():
+    assert autotune.measures_memory(cfg(), _Device("cuda"))  # batch_size and checkpointing default to auto
+    assert autotune.measures_memory(cfg(batch_size=4), _Device("cuda"))  # checkpointing still auto
+    assert not autotune.measures_memory(cfg(batch_size=4, gradient_checkpointing=True), _Device("cuda"))
+    assert not autotune.measures_memory(cfg(), _Device("cpu"))
+
+
 def test_accumulation_and_batches_per_process():
     c = cfg(global_batch_size=16)
     assert [autotune.accumulation(c, 2, world) for world in (1, 2, 4, 8)] == [8, 4, 2, 1]

@@ -6,9 +6,12 @@ Rule (CUDA; docs/trainer.md has the same text):
    backward pass at micro-batch 1 and at 2 on real samples and read the peak of allocated GPU memory. Memory is
    modelled as peak(b) = a + s * b (fixed part a: weights, LoRA, workspace; s: activations per sequence), plus the
    AdamW state (two copies of the trainable weights), which the passes do not allocate.
-2. The largest micro-batch b <= auto_max_batch_size with a + s * b + AdamW <= auto_memory_fraction * total memory
-   (a divisor of global_batch_size when that is set) is that setting's candidate; a setting whose batch-1 pass runs
-   out of memory has none.
+2. The largest micro-batch b <= auto_max_batch_size with a + s * b + AdamW <= auto_memory_fraction * the usable
+   memory of the job's smallest GPU (a divisor of global_batch_size when that is set) is that setting's candidate;
+   a setting whose batch-1 pass runs out of memory has none. Usable memory is what a rank can still allocate on its
+   GPU after loading the model (free memory plus what torch's allocator already holds); every rank measures its
+   own, rank 0 takes the smallest (another process on one GPU, a smaller card) and plans for it alone, and every
+   rank trains with that plan.
 3. Each candidate is timed (one warm-up pass, then the median of two forward+backward passes, cuda-synchronised);
    the one with the most tokens per second wins. A candidate that runs out of memory is retried one sequence
    smaller.
@@ -17,7 +20,8 @@ An explicit batch_size is kept (the timing then only decides checkpointing); exp
 of this. On CPU there is no memory model: batch 1 and no checkpointing unless the config sets them.
 
 The result is cached in <output_dir>/autotune.json, keyed by the GPU, the model, the stack and the settings that
-matter, so a restart does not measure again; a resumed run takes the plan stored in its checkpoint.
+matter (and the budget in whole GiB), so a restart does not measure again; a resumed run takes the plan stored in
+its checkpoint.
 """
 
 from __future__ import annotations
@@ -48,6 +52,7 @@ class Plan:
     measurements: list[dict[str, Any]] = field(default_factory=list)
     global_batch_size: int = 0  # sequences per optimizer step over all processes; 0: batch x accumulation
     world_size: int = 1  # processes (torchrun's WORLD_SIZE) the plan was made for
+    memory: dict[str, Any] = field(default_factory=dict)  # the smallest GPU's Memory.to_dict() (auto on CUDA)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -63,7 +68,55 @@ class Plan:
             measurements=list(d.get("measurements", [])),
             global_batch_size=int(d.get("global_batch_size") or 0),
             world_size=int(d.get("world_size") or 1),
+            memory=dict(d.get("memory") or {}),
         )
+
+
+@dataclass(frozen=True)
+class Memory:
+    """GPU memory one rank can use: `usable` bytes (free on the device plus what this process's allocator holds,
+    which it can reuse) of the card's `total`."""
+
+    rank: int
+    device: str
+    gpu: str
+    usable: int
+    total: int
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "usable_gib": round(self.usable / GIB, 2), "total_gib": round(self.total / GIB, 2)}
+
+    def describe(self, world: int) -> str:
+        where = f"rank {self.rank}'s GPU ({self.device}, {self.gpu})"
+        of = f", the smallest of {world} GPUs" if world > 1 else ""
+        return f"{self.usable / GIB:.1f} GiB usable of {self.total / GIB:.1f} GiB on {where}{of}"
+
+
+def device_memory(torch, device, rank: int) -> Memory:
+    """This rank's Memory on its CUDA device (after the model is loaded)."""
+    free, total = torch.cuda.mem_get_info(device)
+    return Memory(
+        rank, str(device), torch.cuda.get_device_name(device), free + torch.cuda.memory_reserved(device), total
+    )
+
+
+def smallest(figures: list[Memory]) -> Memory:
+    """The rank with the least usable memory (the lowest such rank on a tie)."""
+    if not figures:
+        raise ValueError("no GPU memory figures to choose from")
+    return min(figures, key=lambda m: (m.usable, m.rank))
+
+
+def measures_memory(cfg, device) -> bool:
+    """Whether choose() plans from GPU memory (an automatic setting on CUDA): then every rank measures its GPU."""
+    return device.type == "cuda" and "auto" in (cfg.train.batch_size, cfg.train.gradient_checkpointing)
+
+
+def job_memory(group, mine: Memory) -> Memory | None:
+    """Every rank hands its Memory to rank 0 (one all_gather through the job's process group): the smallest on
+    rank 0, None on the others. Every rank must call it."""
+    figures = group.gather_object(mine)
+    return smallest(figures) if figures is not None else None
 
 
 def share(cfg, world: int) -> int | None:
@@ -113,8 +166,11 @@ def cache_key(cfg, gpu: dict[str, Any], backend: str, versions: dict[str, str]) 
     }
 
 
-def choose(cfg, loaded, batches, cache_path: Path, versions: dict[str, str], *, world: int = 1) -> Plan:
-    """The plan for this run (see the module docstring). batches(b) returns a training batch of b sequences."""
+def choose(
+    cfg, loaded, batches, cache_path: Path, versions: dict[str, str], *, world: int = 1, memory: Memory | None = None
+) -> Plan:
+    """The plan for this run (see the module docstring). batches(b) returns a training batch of b sequences;
+    memory: the job's smallest GPU (job_memory); None: this process's own GPU."""
     b_cfg, gc_cfg = cfg.train.batch_size, cfg.train.gradient_checkpointing
     if b_cfg != "auto" and gc_cfg != "auto":
         return Plan(
@@ -140,12 +196,14 @@ def choose(cfg, loaded, batches, cache_path: Path, versions: dict[str, str], *, 
     import torch
 
     props = torch.cuda.get_device_properties(loaded.device)
+    memory = memory or device_memory(torch, loaded.device, 0)
+    budget = cfg.train.auto_memory_fraction * memory.usable
     key = cache_key(cfg, {"name": props.name, "total_memory": props.total_memory}, loaded.backend, versions)
     key["world_size"] = world
+    key["memory_budget_gib"] = int(budget // GIB)
     cached = _cached(cache_path, key)
     if cached:
         return cached
-    budget = cfg.train.auto_memory_fraction * props.total_memory
     rng = _rng_state(torch)
     measurements: list[dict[str, Any]] = []
     candidates = [
@@ -165,9 +223,10 @@ def choose(cfg, loaded, batches, cache_path: Path, versions: dict[str, str], *, 
         gc,
         "auto",
         f"fastest measured: {tps:.0f} tokens/s of {len(candidates)} candidate(s), memory budget "
-        f"{budget / GIB:.1f} GiB of {props.total_memory / GIB:.1f} GiB",
+        f"{budget / GIB:.1f} GiB: {cfg.train.auto_memory_fraction:g} x {memory.describe(world)}",
         measurements,
         world_size=world,
+        memory=memory.to_dict(),
     )
     try:
         write_json_atomic(Path(cache_path), {"key": key, "plan": plan.to_dict()})

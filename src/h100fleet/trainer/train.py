@@ -491,11 +491,19 @@ class Run:
             plan = self.resumed_plan
             global_batch = plan.global_batch_size or plan.batch_size * plan.gradient_accumulation_steps
         else:
-            plan = None
+            plan = memory = None
+            if autotune.measures_memory(cfg, self.device):
+                # Every rank's GPU after loading the model; rank 0 plans for the smallest.
+                mine = autotune.device_memory(self.torch, self.device, self.world.rank)
+                memory = autotune.job_memory(self.group, mine)
+                if memory is not None:
+                    log.info("GPU memory for the plan: %s", memory.describe(n))
             if self.main_rank:
                 self.progress.write(state="autotuning")
                 cache = Path(cfg.train.output_dir) / "autotune.json"
-                plan = autotune.choose(cfg, self.loaded, self.batches.first, cache, self.versions, world=n).to_dict()
+                plan = autotune.choose(
+                    cfg, self.loaded, self.batches.first, cache, self.versions, world=n, memory=memory
+                ).to_dict()
             plan = autotune.Plan.from_dict(self.group.broadcast_object(plan))
             global_batch = cfg.train.global_batch_size or plan.batch_size * plan.gradient_accumulation_steps * n
         if global_batch < n:
@@ -520,6 +528,7 @@ class Run:
             measurements=plan.measurements,
             global_batch_size=global_batch,
             world_size=n,
+            memory=plan.memory,
         )
         self.loaded.set_gradient_checkpointing(plan.gradient_checkpointing)
         log.info("plan: %s", autotune.describe(plan))
@@ -700,6 +709,7 @@ class Run:
             gradient_checkpointing=plan.gradient_checkpointing,
             plan_source=plan.source,
             plan_reason=plan.reason,
+            plan_memory=plan.memory or None,
             max_seq_length=self.samples.seq_len,
             last_checkpoint=self.last_checkpoint,
         )
