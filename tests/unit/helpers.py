@@ -58,18 +58,20 @@ def run_role_cases(
     *,
     tags: str,
     extra: dict | None = None,
+    children: dict[str, list[str]] | None = None,
     **env: str,
 ) -> dict[str, str | None]:
     """Run a role's cases in one ansible-playbook: one host per case (connection local, this interpreter; each
     host's variables are the case's settings, in the playbook's group; the inventory is written to workdir), the
-    tasks tagged `tags`.
+    tasks tagged `tags`. children: further groups of the playbook's group, by name, with the cases in each.
     Returns case -> the message of the task that failed it, or None for a case that passed."""
     cases = {
         name: {"ansible_connection": "local", "ansible_python_interpreter": sys.executable, **v}
         for name, v in hosts.items()
     }
     inventory = workdir / "inventory.json"
-    inventory.write_text(json.dumps({group: {"hosts": cases}}))
+    groups = {name: {"hosts": {h: {} for h in members}} for name, members in (children or {}).items()}
+    inventory.write_text(json.dumps({group: {"hosts": cases, **({"children": groups} if groups else {})}}))
     argv = ["ansible-playbook", str(playbook), "-i", str(inventory), "--tags", tags]
     argv += ["-e", json.dumps(extra)] if extra else []
     result = subprocess.run(

@@ -30,6 +30,34 @@ MAX_EXPOSURE = 2.0
 STACK = "torch2.3-unsloth2024.8-py310"
 SECRET = "hf_t3st-\"dq\" 'sq' $HOME `tick` \\back"
 
+
+def local_fstype(path: str) -> str:
+    """The filesystem type this machine keeps path on (its longest mount point above path)."""
+    best = ("", "")
+    for line in Path("/proc/self/mounts").read_text().splitlines():
+        point, fstype = line.split()[1], line.split()[2]
+        if (path == point or path.startswith(point.rstrip("/") + "/")) and len(point) >= len(best[0]):
+            best = (point, fstype)
+    return best[1]
+
+
+# A job over two nodes of eight GPUs (the inventory group job_a); the test accepts this machine's filesystem as
+# shared storage, where a node would have NFS or Lustre.
+TWO_NODES = {
+    "ansible_local": {"h100fleet_node": {"gpu_count": 8}},
+    "training_service_job_group": "job_a",
+    "training_service_nnodes": 2,
+    "training_service_shared_fstypes": [local_fstype("/var/lib/h100fleet/trainer")],
+    "training_service_nccl_socket_ifname": "^docker,lo",
+    "training_service_nccl_ib_hca": "mlx5_0:1,mlx5_1:1",
+}
+# Inventory groups (a group per job): name -> its cases.
+GROUPS = {
+    "job_a": ["job-a-1", "job-a-2"],
+    "job_b": ["count-not-the-group"],
+    "job_c": ["local-disk-1", "local-disk-2"],
+}
+
 # Cases that pass the preflight: id -> settings (the stack root and render_dir are added per case).
 RENDERED: dict[str, dict] = {
     "default": {},
@@ -61,6 +89,17 @@ RENDERED: dict[str, dict] = {
     "checkpoints-in-a-cache-dir": {
         "training_service_cache_dirs": ["/scratch/ckpt"],
         "training_service_config": {"checkpoint": {"dir": "/scratch/ckpt/run1"}},
+    },
+    "job-a-1": TWO_NODES,
+    "job-a-2": TWO_NODES,
+    # No job group: the endpoint and the id set, one CPU process on each of two nodes.
+    "two-nodes-by-endpoint": {
+        "training_service_nnodes": 2,
+        "training_service_rdzv_endpoint": "10.0.0.5:29500",
+        "training_service_rdzv_id": "job-7",
+        "training_service_shared_fstypes": [local_fstype("/var/lib/h100fleet/trainer")],
+        "training_service_device": "cpu",
+        "training_service_backend": "hf",
     },
 }
 
@@ -105,6 +144,52 @@ REFUSED: dict[str, tuple[dict, str]] = {
         {"training_service_enabled": True},
         "training_service_enabled is true but",
     ),
+    "two-nodes-no-endpoint": (
+        {"training_service_nnodes": 2},
+        "training_service_nnodes is 2 but training_service_rdzv_endpoint is empty: set training_service_job_group",
+    ),
+    "two-nodes-no-id": (
+        {"training_service_nnodes": 2, "training_service_rdzv_endpoint": "head:29400"},
+        "training_service_nnodes is 2 but training_service_rdzv_id is empty",
+    ),
+    "endpoint-not-host-port": (
+        {"training_service_nnodes": 2, "training_service_rdzv_endpoint": "head", "training_service_rdzv_id": "j"},
+        "training_service_rdzv_endpoint is 'head'; expected host:port",
+    ),
+    "endpoint-port-out-of-range": (
+        {"training_service_rdzv_endpoint": "head:70000"},
+        "training_service_rdzv_endpoint is 'head:70000'; expected host:port",
+    ),
+    "count-not-the-group": (
+        {"training_service_job_group": "job_b", "training_service_nnodes": 2},
+        "training_service_nnodes is 2 but training_service_job_group 'job_b' has 1 host(s) (count-not-the-group): "
+        "one node per host of the job's group (on count-not-the-group)",
+    ),
+    "job-group-unknown": (
+        {"training_service_job_group": "job_z"},
+        "training_service_job_group 'job_z' is not a group of the inventory",
+    ),
+    "local-disk-1": (
+        {"training_service_job_group": "job_c", "training_service_nnodes": 2},
+        "local-disk-1: training_service_state_dir /var/lib/h100fleet/trainer is on",
+    ),
+    "local-disk-2": (
+        {
+            "training_service_job_group": "job_c",
+            "training_service_nnodes": 2,
+            "training_service_cache_dirs": ["/scratch/ckpt"],
+            "training_service_config": {"checkpoint": {"dir": "/scratch/ckpt/run1"}},
+        },
+        "not shared storage: every node of the job reads and writes its checkpoints there",
+    ),
+    "bad-nccl-interface": (
+        {"training_service_nccl_socket_ifname": "eth0; rm"},
+        "training_service_nccl_socket_ifname is 'eth0; rm'; expected",
+    ),
+    "nccl-in-environment": (
+        {"training_service_environment": {"NCCL_IB_HCA": "mlx5_0"}},
+        "NCCL_SOCKET_IFNAME and NCCL_IB_HCA from training_service_nccl_socket_ifname",
+    ),
     # Types and choices: the argument specs, before any task runs.
     "unknown-backend": ({"training_service_backend": "deepspeed"}, "training_service_backend"),
     "timeout-not-int": ({"training_service_timeout_stop_sec": "long"}, "training_service_timeout_stop_sec"),
@@ -138,7 +223,13 @@ def run(tmp_path_factory):
         }
     pythonpath = os.pathsep.join(p for p in [str(REPO / "src"), os.environ.get("PYTHONPATH", "")] if p)
     failures = run_role_cases(
-        PLAYBOOK, tmp, "training_service_cases", hosts, tags="training_service_preflight,render", PYTHONPATH=pythonpath
+        PLAYBOOK,
+        tmp,
+        "training_service_cases",
+        hosts,
+        tags="training_service_preflight,render",
+        children=GROUPS,
+        PYTHONPATH=pythonpath,
     )
     return failures, tmp
 
@@ -214,6 +305,34 @@ def test_one_process_per_gpu_the_unit_sees(run, case, nproc):
         )
 
 
+@pytest.mark.parametrize("case", ["job-a-1", "job-a-2"])
+def test_every_node_of_a_job_meets_at_the_first_host_of_its_group(run, case):
+    out = rendered(run, case)
+    o = unit_options(out / "h100fleet-trainer.service")
+    python = f"{out.parent / 'stacks'}/current/bin/python"
+    assert o["ExecStart"] == [
+        f"{python} -m h100fleet.trainer.launch --nproc-per-node 8 --nnodes 2 --rdzv-endpoint job-a-1:29400 "
+        "--rdzv-id job_a --config /etc/h100fleet/trainer.yml"
+    ]
+    env = env_file(out / "trainer.env")
+    assert (env["NCCL_SOCKET_IFNAME"], env["NCCL_IB_HCA"]) == ("^docker,lo", "mlx5_0:1,mlx5_1:1")
+    # Rendezvous and NCCL need the network: IP is allowed and no address is denied; InfiniBand verbs devices too.
+    assert {"AF_INET", "AF_INET6"} <= set(o["RestrictAddressFamilies"][0].split())
+    assert "IPAddressDeny" not in o and "PrivateNetwork" not in o
+    assert o["DeviceAllow"] == ["char-nvidia* rw", "char-infiniband_verbs rw"]
+
+
+def test_a_job_by_endpoint_without_a_group(run):
+    out = rendered(run, "two-nodes-by-endpoint")
+    (exec_start,) = unit_options(out / "h100fleet-trainer.service")["ExecStart"]
+    assert exec_start.endswith(
+        "-m h100fleet.trainer.launch --nproc-per-node 1 --nnodes 2 --rdzv-endpoint 10.0.0.5:29500 --rdzv-id job-7 "
+        "--config /etc/h100fleet/trainer.yml"
+    )
+    env = env_file(out / "trainer.env")
+    assert "NCCL_SOCKET_IFNAME" not in env and "NCCL_IB_HCA" not in env  # only when set
+
+
 def test_second_instance_gets_its_own_names(run):
     out = rendered(run, "second-gpu")
     o = unit_options(out / "h100fleet-trainer-gpu1.service")
@@ -227,7 +346,7 @@ def test_second_instance_gets_its_own_names(run):
 
 
 @pytest.mark.skipif(shutil.which("systemd-analyze") is None, reason="no systemd-analyze on this machine")
-@pytest.mark.parametrize("case", ["default", "tuned", "cpu-no-devices"])
+@pytest.mark.parametrize("case", ["default", "tuned", "cpu-no-devices", "job-a-1"])
 def test_exposure_of_the_rendered_unit(run, case):
     out = rendered(run, case)
     unit = next(out.glob("h100fleet-trainer*.service"))

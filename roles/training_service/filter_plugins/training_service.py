@@ -31,9 +31,21 @@ def training_service_nproc_problem(setting, visible_devices, device, node_gpus):
     return trainer_unit.nproc_problem(setting, visible_devices, device, node_gpus) or ""
 
 
-def training_service_exec_start(nproc, python, config):
-    """The unit's ExecStart= for nproc trainer processes."""
-    return trainer_unit.exec_start(python, config, nproc)
+def training_service_exec_start(nproc, python, config, job=None):
+    """The unit's ExecStart= for nproc trainer processes on this node of job (nnodes, endpoint, id)."""
+    return trainer_unit.exec_start(python, config, nproc, job)
+
+
+def training_service_job_problems(job, host, groups):
+    """job (nnodes, group, endpoint, id) | training_service_job_problems(inventory_hostname, groups): why this host
+    cannot join its job as set, [] when it can (for the preflight)."""
+    return trainer_unit.job_problems(host, job, groups)
+
+
+def training_service_shared_storage_problems(paths, host, mounts, fstypes):
+    """{setting: directory} | training_service_shared_storage_problems(host, the node's mounts, accepted filesystem
+    types): the directories of a job over several nodes that are not on shared storage."""
+    return trainer_unit.shared_storage_problems(host, paths, mounts, fstypes)
 
 
 class FilterModule:
@@ -43,4 +55,6 @@ class FilterModule:
             "training_service_nproc": training_service_nproc,
             "training_service_nproc_problem": training_service_nproc_problem,
             "training_service_exec_start": training_service_exec_start,
+            "training_service_job_problems": training_service_job_problems,
+            "training_service_shared_storage_problems": training_service_shared_storage_problems,
         }

@@ -20,6 +20,8 @@ from pathlib import Path
 
 import yaml
 
+from h100fleet.fleet import trainer_unit
+
 # A fleet pin named in a default's template (not a quoted fact name such as ansible_local['h100fleet_stack']).
 _PIN = re.compile(r"(?<!['\"\w])h100fleet_[a-z0-9_]+\b(?!['\"])")
 _TRUE_FALSE = {"true": True, "false": False}
@@ -188,6 +190,22 @@ def _nproc(value: object) -> str | None:
     return 'expected "auto" or a whole number of at least 1 (unquoted)'
 
 
+def _rdzv_endpoint_or_empty(value: object) -> str | None:
+    return None if value == "" else trainer_unit.endpoint_problem(value)
+
+
+def _rdzv_id(value: object) -> str | None:
+    return trainer_unit.job_id_problem(value)
+
+
+def _nccl_list(value: object) -> str | None:
+    """NCCL_SOCKET_IFNAME / NCCL_IB_HCA: "" or a comma-separated list of names (HCAs with an optional :port), with
+    an optional leading ^ (all but these) or = (exactly these)."""
+    item = r"[A-Za-z0-9_.-]+(:[0-9]+)?"
+    ok = isinstance(value, str) and (value == "" or re.fullmatch(rf"[\^=]?{item}(,{item})*", value))
+    return None if ok else 'expected "" or a list such as eth0, ^docker,lo or mlx5_0:1,mlx5_1:1 (no spaces)'
+
+
 SHAPES: dict[str, Callable[[object], str | None]] = {
     "h100fleet_driver_branch": _driver_version,
     "h100fleet_cuda_version": _major_minor,
@@ -208,6 +226,10 @@ SHAPES: dict[str, Callable[[object], str | None]] = {
     "python_stack_uv_python_mirror": _url_or_empty,
     "training_service_cuda_visible_devices": _gpu_list,
     "training_service_nproc_per_node": _nproc,
+    "training_service_rdzv_endpoint": _rdzv_endpoint_or_empty,
+    "training_service_rdzv_id": _rdzv_id,
+    "training_service_nccl_socket_ifname": _nccl_list,
+    "training_service_nccl_ib_hca": _nccl_list,
     "rollout_canary": _batch,
     "rollout_batch": _batch,
     "rollout_driver_version": _driver_version_or_empty,
