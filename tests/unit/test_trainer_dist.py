@@ -159,3 +159,18 @@ def test_the_automatic_backend(cuda, size, unsloth, expected):
     from h100fleet.trainer import train
 
     assert train.auto_backend(cuda, dist.World(0, size, 0), unsloth) == expected
+
+
+def test_every_rank_of_a_job_must_have_the_same_stack_and_config():
+    base = dist.agreement(cfg(learning_rate=1e-3), "stack-a", 0)
+    same = dist.agreement(cfg(learning_rate=1e-3), "stack-a", 1)
+    assert base["config_sha256"] == same["config_sha256"] and same["rank"] == 1
+    assert dist.disagreements([base, same]) == []
+    assert dist.disagreements([]) == []
+    other_lr = {**dist.agreement(cfg(learning_rate=2e-3), "stack-a", 1), "host": "node-b"}
+    other_stack = {**dist.agreement(cfg(learning_rate=1e-3), "stack-b", 2), "host": "node-c"}
+    issues = dist.disagreements([{**base, "host": "node-a"}, other_lr, other_stack])
+    assert [i.field for i in issues] == ["stack", "config"]
+    assert str(issues[0]).startswith('stack = "stack-a on rank 0 (node-a)": expected the same stack on every node')
+    assert "but rank 2 on node-c (stack-b) differ" in str(issues[0])
+    assert "but rank 1 on node-b (" in str(issues[1]) and "node-c" not in str(issues[1])

@@ -125,3 +125,27 @@ def test_two_nodes_train_one_job_stop_together_and_resume(tmp_path, model, datas
     assert [proc.returncode for proc in nodes] == [0, 0], [err[-3000:] for _out, err in results]
     assert any(f"resumed from {ckdir / checkpoint.name_for(step)}" in err for _out, err in results)
     assert metrics(config)[-1]["step"] == step + 1 and status(config)["world_size"] == 2
+
+
+def test_nodes_configured_apart_are_refused_with_exit_78(tmp_path, model, dataset):  # noqa: F811
+    """Two nodes of one job whose configs differ (another learning rate on one): rank 0 sees every rank's config
+    digest before anything trains, and every node's unit exits 78 (not restarted), naming the other rank's host."""
+    config = ddp_config(tmp_path / "run", model, dataset)
+    other = config.parent / "other.yml"
+    other.write_text(config.read_text().replace("learning_rate: 0.001", "learning_rate: 0.002"))
+    assert other.read_text() != config.read_text()
+    port = free_port()
+    argv = ["--nnodes", "2", "--rdzv-endpoint", f"127.0.0.1:{port}", "--rdzv-id", "job-2"]
+    nodes = [
+        subprocess.Popen(
+            launch_argv(1, path, *argv), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=ddp_env()
+        )
+        for path in (config, other)
+    ]
+    results = [proc.communicate(timeout=300) for proc in nodes]
+    assert [proc.returncode for proc in nodes] == [78, 78], [err[-3000:] for _out, err in results]
+    logs = " ".join(" ".join(err.split()) for _out, err in results)
+    assert "expected the same config on every node of the job, but rank 1 on" in logs, logs[-3000:]
+    assert not (config.parent / "out" / "checkpoints").exists() or not any(
+        (config.parent / "out" / "checkpoints").iterdir()
+    )

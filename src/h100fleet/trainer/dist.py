@@ -21,7 +21,10 @@ world size 1 and uses none of this. With N processes:
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
+import socket
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import timedelta
@@ -100,6 +103,36 @@ def world_issues(cfg: Config, size: int, unsloth_version: str | None) -> list[Is
     g = cfg.train.global_batch_size
     if g is not None and g < size:
         issues.append(Issue("train.global_batch_size", g, f"at least the world size {size} (a sequence per process)"))
+    return issues
+
+
+def agreement(cfg: Config, stack_id: str, rank: int) -> dict[str, Any]:
+    """What every rank of one job must share, with where this rank runs: the stack and the whole config (a digest
+    of its fields; the file's path may differ). Nodes configured apart (one flipped to another stack, an
+    inventory change that reached one node) would otherwise train one job with two settings."""
+    fields = cfg.to_dict()
+    fields.pop("source", None)
+    digest = hashlib.sha256(json.dumps(fields, sort_keys=True, default=str).encode()).hexdigest()
+    return {"rank": rank, "host": socket.gethostname(), "stack_id": stack_id, "config_sha256": digest}
+
+
+def disagreements(peers: list[dict[str, Any]]) -> list[Issue]:
+    """The ranks whose stack or config differ from rank 0's (each names the rank and its host), for rank 0."""
+    if not peers:
+        return []
+    first, issues = peers[0], []
+    for key, what in (("stack_id", "stack"), ("config_sha256", "config")):
+        odd = [p for p in peers[1:] if p[key] != first[key]]
+        if odd:
+            where = ", ".join(f"rank {p['rank']} on {p['host']} ({p[key][:16]})" for p in odd)
+            issues.append(
+                Issue(
+                    what,
+                    f"{first[key][:16]} on rank 0 ({first['host']})",
+                    f"the same {what} on every node of the job, but {where} differ: configure the job's nodes "
+                    "alike and start them together",
+                )
+            )
     return issues
 
 

@@ -358,8 +358,10 @@ class Run:
             if issues:
                 raise ConfigError(issues)
             self.start_group()
+        # Every rank's stack and config to rank 0, which refuses a job whose nodes differ (exit 78, all ranks).
+        peers = self.group.gather_object(dist.agreement(self.cfg, self.stack_id, self.world.rank))
         # Rank 0 looks at the output directory (and moves corrupt checkpoints aside); every rank gets its verdict.
-        outcome = self.group.broadcast_object(self.prepare() if self.main_rank else None)
+        outcome = self.group.broadcast_object(self.prepare(peers) if self.main_rank else None)
         if outcome["error"] is not None:
             kind, payload = outcome["error"]
             if kind == "config":
@@ -396,9 +398,13 @@ class Run:
         self.group.close()
         return 0
 
-    def prepare(self) -> dict[str, Any]:
-        """Rank 0 (or the only process): paths, the lock, the checkpoint to resume and whether the config can."""
+    def prepare(self, peers: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+        """Rank 0 (or the only process): every rank's stack and config alike, paths, the lock, the checkpoint to
+        resume and whether the config can."""
         cfg = self.cfg
+        issues = dist.disagreements(peers or [])
+        if issues:
+            return {"error": ("config", issues), "found": None}
         try:
             check_paths(cfg)
             self.lock = _lock(cfg.train.output_dir)  # held until the process exits
