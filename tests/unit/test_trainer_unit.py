@@ -44,7 +44,7 @@ def test_one_process_runs_plainly_several_through_torchrun():
     assert trainer_unit.exec_start(py, cfg, 8) == f"{py} -m h100fleet.trainer.launch --nproc-per-node 8 --config {cfg}"
 
 
-JOB = {"nnodes": 2, "group": "job_a", "endpoint": "node-a:29400", "id": "job_a"}
+JOB = {"nnodes": 2, "group": "job_a", "endpoint": "node-a:29400", "id": "job_a", "uid": 2101, "gid": 2101}
 GROUPS = {"job_a": ["node-a", "node-b"], "all": ["node-a", "node-b", "node-c"]}
 
 
@@ -75,6 +75,8 @@ def test_a_node_of_a_multi_node_job_joins_the_rendezvous():
         ("node-c", JOB, "node-c is not in its training_service_job_group 'job_a' (node-a, node-b)"),
         ("node-a", {**JOB, "group": "job_z"}, "training_service_job_group 'job_z' is not a group of the inventory"),
         ("node-a", {**JOB, "nnodes": 0}, "training_service_nnodes is 0; expected a whole number of at least 1"),
+        ("node-a", {**JOB, "uid": None}, "training_service_nnodes is 2 but training_service_uid is not set: the job's"),
+        ("node-a", {**JOB, "uid": "", "gid": ""}, "training_service_uid and training_service_gid are not set"),
         # A group of two with the default of one node: the node count is said, not guessed.
         ("node-a", {**JOB, "nnodes": 1}, "training_service_nnodes is 1 but training_service_job_group 'job_a' has 2"),
     ],

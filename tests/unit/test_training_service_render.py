@@ -47,10 +47,13 @@ TWO_NODES = {
     "ansible_local": {"h100fleet_node": {"gpu_count": 8}},
     "training_service_job_group": "job_a",
     "training_service_nnodes": 2,
+    "training_service_uid": 2101,
+    "training_service_gid": 2101,
     "training_service_shared_fstypes": [local_fstype("/var/lib/h100fleet/trainer")],
     "training_service_nccl_socket_ifname": "^docker,lo",
     "training_service_nccl_ib_hca": "mlx5_0:1,mlx5_1:1",
 }
+IDS = {"training_service_uid": 2101, "training_service_gid": 2101}
 # Inventory groups (a group per job): name -> its cases.
 GROUPS = {
     "job_a": ["job-a-1", "job-a-2"],
@@ -97,6 +100,8 @@ RENDERED: dict[str, dict] = {
         "training_service_nnodes": 2,
         "training_service_rdzv_endpoint": "10.0.0.5:29500",
         "training_service_rdzv_id": "job-7",
+        "training_service_uid": 2101,
+        "training_service_gid": 2101,
         "training_service_shared_fstypes": [local_fstype("/var/lib/h100fleet/trainer")],
         "training_service_device": "cpu",
         "training_service_backend": "hf",
@@ -160,8 +165,12 @@ REFUSED: dict[str, tuple[dict, str]] = {
         {"training_service_rdzv_endpoint": "head:70000"},
         "training_service_rdzv_endpoint is 'head:70000'; expected host:port",
     ),
+    "two-nodes-no-ids": (
+        {"training_service_nnodes": 2, "training_service_rdzv_endpoint": "head:29400", "training_service_rdzv_id": "j"},
+        "training_service_nnodes is 2 but training_service_uid and training_service_gid are not set",
+    ),
     "count-not-the-group": (
-        {"training_service_job_group": "job_b", "training_service_nnodes": 2},
+        {"training_service_job_group": "job_b", "training_service_nnodes": 2, **IDS},
         "training_service_nnodes is 2 but training_service_job_group 'job_b' has 1 host(s) (count-not-the-group): "
         "one node per host of the job's group (on count-not-the-group)",
     ),
@@ -170,13 +179,14 @@ REFUSED: dict[str, tuple[dict, str]] = {
         "training_service_job_group 'job_z' is not a group of the inventory",
     ),
     "local-disk-1": (
-        {"training_service_job_group": "job_c", "training_service_nnodes": 2},
+        {"training_service_job_group": "job_c", "training_service_nnodes": 2, **IDS},
         "local-disk-1: training_service_state_dir /var/lib/h100fleet/trainer is on",
     ),
     "local-disk-2": (
         {
             "training_service_job_group": "job_c",
             "training_service_nnodes": 2,
+            **IDS,
             "training_service_cache_dirs": ["/scratch/ckpt"],
             "training_service_config": {"checkpoint": {"dir": "/scratch/ckpt/run1"}},
         },

@@ -131,6 +131,14 @@ def job_problems(host: str, job: Mapping[str, object], groups: Mapping[str, Iter
                 f"training_service_nnodes is {nnodes} but training_service_rdzv_id is empty: set "
                 "training_service_job_group (the id is then its name) or the id, the same on every node"
             )
+        unset = [name for name in ("uid", "gid") if job.get(name) in (None, "")]
+        if unset:
+            names = " and ".join(f"training_service_{name}" for name in unset)
+            problems.append(
+                f"training_service_nnodes is {nnodes} but {names} {'is' if len(unset) == 1 else 'are'} not set: the "
+                "job's nodes share its output directory, so the trainer's user and group need the same ids on "
+                "every node"
+            )
     return problems
 
 
