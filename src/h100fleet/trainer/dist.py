@@ -121,14 +121,14 @@ def disagreements(peers: list[dict[str, Any]]) -> list[Issue]:
     if not peers:
         return []
     first, issues = peers[0], []
-    for key, what in (("stack_id", "stack"), ("config_sha256", "config")):
+    for key, what, shown in (("stack_id", "stack", None), ("config_sha256", "config", 16)):
         odd = [p for p in peers[1:] if p[key] != first[key]]
         if odd:
-            where = ", ".join(f"rank {p['rank']} on {p['host']} ({p[key][:16]})" for p in odd)
+            where = ", ".join(f"rank {p['rank']} on {p['host']} ({p[key][:shown]})" for p in odd)
             issues.append(
                 Issue(
                     what,
-                    f"{first[key][:16]} on rank 0 ({first['host']})",
+                    f"{first[key][:shown]} on rank 0 ({first['host']})",
                     f"the same {what} on every node of the job, but {where} differ: configure the job's nodes "
                     "alike and start them together",
                 )
