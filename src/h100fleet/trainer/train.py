@@ -363,6 +363,10 @@ class Run:
         # Rank 0 looks at the output directory (and moves corrupt checkpoints aside); every rank gets its verdict.
         outcome = self.group.broadcast_object(self.prepare(peers) if self.main_rank else None)
         if outcome["error"] is not None:
+            # Every rank has the verdict before any exits: a node whose ranks are gone (with the rendezvous
+            # store its launcher serves) must not leave another node's ranks waiting on them.
+            self.group.barrier()
+            self.group.close()
             kind, payload = outcome["error"]
             if kind == "config":
                 raise ConfigError(payload)
