@@ -126,7 +126,7 @@ def test_580_passes_on_debian_13_through_nvidias_repository(version):
     result = preflight({"nvidia_driver_version": version, "nvidia_driver_cuda_version": "13.0", **node_fact()})
     assert result.returncode == 0, flat(result)
     # auto takes NVIDIA's debian13 repository for a branch Debian's archive does not carry: its preflight ran.
-    assert "Preflight | Assert that NVIDIA's repository serves this node" in flat(result)
+    assert "Preflight | Check that NVIDIA's repository serves this node" in flat(result)
     warns = drivers.lifecycle(version, date.today())["warning"] != ""
     assert ("WARNING: localhost" in flat(result)) is warns
 
