@@ -18,12 +18,13 @@ def problem(problems: Sequence[Mapping[str, str]], variable: str, message: str) 
     return [*problems, {"variable": variable, "setting": variable, "message": " ".join(str(message).split())}]
 
 
-def clean(problems: Sequence[Mapping[str, str]], *variables: str) -> bool:
-    """Whether no problem found so far names any of these variables: a check that reads a variable runs only
-    when its shape (and each earlier check of it) passed, so a bad value is refused once, by its own name, and
-    never reaches a comparison that cannot read it."""
+def clean(problems: Sequence[Mapping[str, str]], *variables: str | Sequence[str]) -> bool:
+    """Whether no problem found so far names any of these variables (names, or lists of names): a check that
+    reads a variable runs only when its shape (and each earlier check of it) passed, so a bad value is refused
+    once, by its own name, and never reaches a comparison that cannot read it."""
+    wanted = {name for v in variables for name in ([v] if isinstance(v, str) else v)}
     named = {p.get("variable") for p in problems} | {p.get("setting") for p in problems}
-    return not named.intersection(variables)
+    return not named.intersection(wanted)
 
 
 def refusal(problems: Sequence[Mapping[str, str] | str]) -> str:
