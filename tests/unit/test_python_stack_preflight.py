@@ -94,7 +94,7 @@ def test_explicit_interpreter_picks_its_lock():
 @pytest.mark.parametrize(
     ("extra", "expected"),
     [
-        ({"python_stack_keep": 1}, "python_stack_keep is '1'; expected at least 2 (current and previous, for rollback)"),
+        ({"python_stack_keep": 1}, "python_stack_keep is '1'; expected at least 2 (current and previous"),
         ({"python_stack_root": "opt/stacks"}, "python_stack_root is 'opt/stacks'; expected an absolute path"),
         ({"python_stack_python": "python3"}, "python_stack_python is 'python3'; expected auto or the absolute path"),
         ({"python_stack_source": "wheelhouse"}, "python_stack_source is wheelhouse: set python_stack_wheelhouse_dir"),
