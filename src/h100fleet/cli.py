@@ -47,6 +47,7 @@ def _testfleet_up(args: argparse.Namespace) -> int:
 
 def _testfleet_start(args: argparse.Namespace) -> int:
     specs = ssh.parse_node_specs(args.names)
+    images.check_current(args.image)
     _print_started(nodes.up(specs, args.image), specs, args.image)
     return 0
 

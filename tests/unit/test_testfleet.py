@@ -184,3 +184,14 @@ def test_host_ca_certificates_change_the_hash(tmp_path):
     (tmp_path / "proxy-ca.crt").write_text("-----BEGIN CERTIFICATE-----\nB\n-----END CERTIFICATE-----\n")
     assert base.digest() not in {empty, with_ca}
     assert base.ca_certificates() == [tmp_path / "proxy-ca.crt"]
+
+
+def test_start_refuses_an_image_of_an_older_recipe(monkeypatch):
+    current = images.recipe("bookworm").digest()
+    label = {"h100fleet/node:bookworm": current, "old": "0" * 64}
+    monkeypatch.setattr(
+        images, "run", lambda argv, check=True: subprocess.CompletedProcess(argv, 0, label[argv[-1]] + "\n", "")
+    )
+    images.check_current("h100fleet/node:bookworm")
+    with pytest.raises(RuntimeError, match=r"image old was built from an older recipe: run `h100fleet testfleet"):
+        images.check_current("old")

@@ -100,6 +100,13 @@ def image_exists(ref: str) -> bool:
     return run(["docker", "image", "inspect", ref], check=False).returncode == 0
 
 
+def check_current(ref: str) -> None:
+    """Refuse an image that no current recipe built (an older one has no sshd, say), naming the fix."""
+    proc = run(["docker", "image", "inspect", "--format", '{{ index .Config.Labels "org.h100fleet.recipe" }}', ref])
+    if proc.stdout.strip() not in {r.digest() for r in RECIPES.values()}:
+        raise RuntimeError(f"image {ref} was built from an older recipe: run `h100fleet testfleet images` first")
+
+
 def debootstrap_argv(r: ImageRecipe, root: Path) -> list[str]:
     return [
         "debootstrap",
