@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 try:
-    from h100fleet.fleet import trainer_unit
+    from h100fleet.fleet import trainer_status, trainer_unit
     from h100fleet.trainer import exitcodes
 except ImportError as exc:  # pragma: no cover - only without the project's environment
     raise ImportError(
@@ -36,6 +36,16 @@ def training_service_exec_start(nproc, python, config):
     return trainer_unit.exec_start(python, config, nproc)
 
 
+def training_service_status_file(config):
+    """The rendered config | training_service_status_file: the path of the trainer's status file."""
+    return trainer_status.path(config)
+
+
+def training_service_job_finished(slurped):
+    """A registered slurp of the status file | training_service_job_finished: the trainer reported its job done."""
+    return trainer_status.finished(slurped)
+
+
 class FilterModule:
     def filters(self):
         return {
@@ -43,4 +53,6 @@ class FilterModule:
             "training_service_nproc": training_service_nproc,
             "training_service_nproc_problem": training_service_nproc_problem,
             "training_service_exec_start": training_service_exec_start,
+            "training_service_status_file": training_service_status_file,
+            "training_service_job_finished": training_service_job_finished,
         }
