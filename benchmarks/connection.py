@@ -11,6 +11,8 @@ community.docker.docker, given as extra vars). For each run: wall-clock time, th
 and everything it waited for (its forks, the ssh or docker clients; not the sshd or dockerd on the other side,
 nor a ControlPersist master that outlives the run), that CPU time per host, and the changed count (0 everywhere,
 or the run is not comparable). The load average is printed beside them: timings depend on what else runs.
+The docker-exec way is given as extra vars, which also apply to tasks delegated to localhost: the playbook
+measured must have none (node_baseline has none).
 """
 
 from __future__ import annotations
