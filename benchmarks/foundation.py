@@ -19,7 +19,7 @@ import sys
 import time
 from pathlib import Path
 
-from h100fleet.testfleet import images, nodes, services
+from h100fleet.testfleet import images, nodes, services, ssh
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -54,7 +54,7 @@ def main() -> int:
             seconds = images.build(images.recipe(suite), proxy=services.APT_PROXY_URL)
             print(f"image build {suite} (warm apt cache): {seconds:.1f} s")
 
-    names = [f"h100-node-{i}" for i in range(1, args.nodes + 1)]
+    names = ssh.up_ports("h100-node", args.nodes)
     started = time.monotonic()
     nodes.up(names, images.recipe("trixie").alias)
     print(f"start {args.nodes} trixie nodes (systemd running): {time.monotonic() - started:.1f} s")

@@ -5,7 +5,9 @@ defaults, templates each setting in the calling task's context (role defaults, i
 message per problem ([] when every setting has the shape its spec declares). Options:
   spec_role: the role whose argument specs to use (default: the role calling the lookup);
   prefixes: variable-name prefixes that belong to the role (default: "<role>_"), for finding typos;
-  outputs: variables with such a prefix that the role itself sets for later plays (not typos).
+  outputs: variables with such a prefix that the role itself sets for later plays (not typos);
+  detail: true to return each problem as {variable, setting, message} (the problem list a role's preflight
+    collects, h100fleet.fleet.preflight) instead of its message.
 """
 
 from __future__ import annotations
@@ -41,8 +43,10 @@ class LookupModule(LookupBase):
             try:
                 values[name] = self._templar.template(variables[name])
             except AnsibleError as exc:
-                broken.append(f"{host}: {name} cannot be evaluated ({exc.message}).")
-        problems = settings.check(
+                broken.append(settings.Problem(name, f"{host}: {name} cannot be evaluated ({exc.message})."))
+        problems = broken + settings.check(
             spec, variables, values, host, prefixes=prefixes, outputs=tuple(kwargs.get("outputs") or ())
         )
-        return [broken + [str(p) for p in problems]]
+        if kwargs.get("detail"):
+            return [[p.as_dict() for p in problems]]
+        return [[str(p) for p in problems]]

@@ -8,7 +8,7 @@ from collections.abc import Sequence
 
 from h100fleet._proc import CommandError
 from h100fleet.stack import commands as stack_commands
-from h100fleet.testfleet import images, nodes, services
+from h100fleet.testfleet import images, nodes, services, ssh
 
 
 def _testfleet_services(_: argparse.Namespace) -> int:
@@ -40,16 +40,24 @@ def _testfleet_up(args: argparse.Namespace) -> int:
     services.wheel_cache_dir()
     r = images.recipe(args.suite)
     images.ensure(r, proxy=services.APT_PROXY_URL)
-    names = [f"{args.prefix}-{i}" for i in range(1, args.nodes + 1)]
-    for name, state in nodes.up(names, r.alias).items():
-        print(f"{name}: {r.alias}, systemd {state}")
+    ports = ssh.up_ports(args.prefix, args.nodes)
+    _print_started(nodes.up(ports, r.alias), ports, r.alias)
     return 0
 
 
 def _testfleet_start(args: argparse.Namespace) -> int:
-    for name, state in nodes.up(args.names, args.image).items():
-        print(f"{name}: {args.image}, systemd {state}")
+    specs = ssh.parse_node_specs(args.names)
+    images.check_current(args.image)
+    _print_started(nodes.up(specs, args.image), specs, args.image)
     return 0
+
+
+def _print_started(states: dict[str, str], ports: dict[str, int | None], image: str) -> None:
+    for name, state in states.items():
+        login = f", ssh {ssh.USER}@{ssh.LISTEN} -p {ports[name]}" if ports.get(name) else ""
+        print(f"{name}: {image}, systemd {state}{login}")
+    if any(ports.values()):
+        print(f"key: {ssh.key_path()}, known hosts: {ssh.known_hosts_path()}")
 
 
 def _testfleet_down(args: argparse.Namespace) -> int:
@@ -86,6 +94,7 @@ SCRIPTS: tuple[tuple[str, str], ...] = (
     ("scripts/gpu/user-checks", "GPU machine: a new user's checks of a stack"),
     ("scripts/gpu/train-checks", "GPU machine: user checks and the trainer's smoke runs"),
     ("scripts/gpu/flip-downtime", "GPU machine: time a rollout's flip"),
+    ("benchmarks/connection.py", "benchmark: the control node's cost per host over SSH and docker exec"),
     ("benchmarks/flip_downtime.py", "benchmark: a rollout flip's downtime"),
     ("benchmarks/foundation.py", "benchmark: node image builds, a fresh fleet's first converge, a re-run"),
     ("benchmarks/rerun.py", "benchmark: the demo's first converge and a re-run of site.yml"),
@@ -126,7 +135,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--rebuild", action="store_true", help="build even when the cached image matches")
     p.set_defaults(func=_testfleet_images)
 
-    p = tf_sub.add_parser("up", help="start N nodes for the demo inventory")
+    up_help = f"start N nodes for the demo inventory (node i: sshd on {ssh.LISTEN}:{ssh.PORT_BASE}+i)"
+    p = tf_sub.add_parser("up", help=up_help)
     p.add_argument("--nodes", type=int, default=3, help="how many nodes (default: 3)")
     p.add_argument("--suite", default="trixie", help="node image suite (default: trixie)")
     p.add_argument("--prefix", default="h100-node", help="container name prefix (default: h100-node)")
@@ -134,7 +144,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = tf_sub.add_parser("start", help="start the named nodes from a built image (molecule's create step)")
     p.add_argument("--image", required=True, help="a node image built by `testfleet images`")
-    p.add_argument("names", nargs="+")
+    p.add_argument("names", nargs="+", metavar="NAME[:PORT]", help="a node; with :PORT, its sshd on 127.0.0.1:PORT")
     p.set_defaults(func=_testfleet_start)
 
     p = tf_sub.add_parser("down", help="remove test nodes (all of them unless names are given)")

@@ -155,3 +155,48 @@ def test_a_good_inventory_passes(tmp_path):
     assert "Preflight: 2 of 2 hosts ok" in result.stdout
     doc = json.loads((tmp_path / "report" / "preflight.json").read_text())
     assert doc["problems"] == []
+
+
+def test_every_problem_of_each_role_preflight_is_reported_with_host_and_variable(tmp_path):
+    # n2 has two problems of nvidia_driver's own checks and two of cuda_toolkit's (none of them a shape problem).
+    inv = inventory(
+        tmp_path,
+        {},
+        {
+            "h100fleet_driver_branch": "535",
+            "nvidia_driver_signing_key": "/var/lib/shim-signed/mok/MOK.priv",
+            "cuda_toolkit_verify_arch": "hopper",
+            "cuda_toolkit_debian_version": "11.8.89~11.8.0-5",
+            "gpu_validate_timeout": 0,
+            "gpu_validate_report_dir": "reports",
+        },
+    )
+    facts = {**GOOD_FACTS, "python": {"version": {"major": 3, "minor": 11}}}
+    node = {"h100fleet_node": {"secure_boot": "enabled", "gpu_count": 8, "nvswitch_count": 0}}
+    extra = json.dumps({"ansible_facts": facts, "ansible_local": node})
+    result = play(inv, "site.yml", "-e", extra, report_dir=tmp_path / "report")
+    out = result.stdout
+    assert result.returncode != 0, out
+    assert "PLAY [Node baseline]" not in out, out
+    # Nothing changed on a host: the only changes are preflight.json and its directory, on the control node.
+    changed = [line for line in out.splitlines() if line.startswith("changed:")]
+    assert changed == ["changed: [n1 -> localhost]"] * 2, out
+    doc = json.loads((tmp_path / "report" / "preflight.json").read_text())
+    # Secure Boot without a signing key and certificate: both hosts; n1 has nothing else.
+    assert [p["message"] for p in doc["hosts"]["n1"]["problems"]] == [
+        "Secure Boot is enabled on n1 and no module-signing key is configured: the kernel would refuse the DKMS-built "
+        "NVIDIA module. Set nvidia_driver_signing_key and nvidia_driver_signing_cert (an enrolled MOK) or disable "
+        "Secure Boot."
+    ]
+    n2 = [(p["role"], p["message"]) for p in doc["problems"] if p["host"] == "n2"]
+    expected = {
+        "nvidia_driver": ["nvidia_driver_version 535 cannot run CUDA 12.4", "Secure Boot is enabled on n2"],
+        "cuda_toolkit": ["cuda_toolkit_debian_version is '11.8.89~11.8.0-5'", "cuda_toolkit_verify_arch is 'hopper'"],
+        "gpu_validate": ["gpu_validate_timeout is 0; expected a number greater than 0", "gpu_validate_report_dir is"],
+    }
+    for role, starts in expected.items():
+        for start in starts:
+            assert any(r == role and start in m for r, m in n2), (role, start, n2)
+    text = flat(result)
+    assert "- n2 [cuda_toolkit]: cuda_toolkit_verify_arch is 'hopper'; expected sm_XY" in text
+    assert "- n2 [gpu_validate]: gpu_validate_report_dir is 'reports'; expected an absolute path" in text

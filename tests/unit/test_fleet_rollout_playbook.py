@@ -77,6 +77,26 @@ def test_preflight_refuses_bad_settings_before_anything_changes(tmp_path):
     assert states(tmp_path) == before
 
 
+def test_preflight_names_every_problem_of_every_host_at_once(tmp_path):
+    inventory = rollout_sim.create_fleet(tmp_path, 2)
+    before = states(tmp_path)
+    run = rollout_sim.run_rollout(
+        tmp_path, inventory, batch="0%", driver="535", forks=2, extra_vars={"rollout_resume_poll": 0}
+    )
+    assert run.rc != 0
+    log = " ".join(run.log.split())
+    hosts = sorted(before)
+    for host in hosts:
+        for problem in [
+            f"- {host} [rollout]: rollout_batch is '0%'; expected a count of 1 or more nodes",
+            f"- {host} [rollout]: rollout_resume_poll is '0'; expected positive seconds.",
+            f"- {host} [rollout]: rollout_driver_version 535 is older than the driver stack rollout-b needs",
+        ]:
+            assert problem in log, (problem, run.log)
+    assert f"Preflight refused {len(hosts)} of {len(hosts)} hosts (6 problems)" in log, run.log
+    assert states(tmp_path) == before
+
+
 def test_preflight_refuses_a_driver_bump_older_than_the_new_stack_needs(tmp_path):
     # rollout-b needs driver >= 550.54.15 (its manifest's min_driver): a bump to 535 cannot run it.
     inventory = rollout_sim.create_fleet(tmp_path, 2)

@@ -126,7 +126,7 @@ def test_580_passes_on_debian_13_through_nvidias_repository(version):
     result = preflight({"nvidia_driver_version": version, "nvidia_driver_cuda_version": "13.0", **node_fact()})
     assert result.returncode == 0, flat(result)
     # auto takes NVIDIA's debian13 repository for a branch Debian's archive does not carry: its preflight ran.
-    assert "Preflight | Assert that NVIDIA's repository serves this node" in flat(result)
+    assert "Preflight | Check that NVIDIA's repository serves this node" in flat(result)
     warns = drivers.lifecycle(version, date.today())["warning"] != ""
     assert ("WARNING: localhost" in flat(result)) is warns
 
@@ -151,3 +151,38 @@ def test_the_internal_repository_role_refuses_to_run_alone(tmp_path, play):
     )
     assert result.returncode != 0
     assert "nvidia_repo is an internal role of nvidia_driver and cuda_toolkit" in flat(result)
+
+
+def test_every_problem_is_reported_at_once():
+    # Branch 535 (NVIDIA's repository on Debian 13) cannot run CUDA 12.4, and Secure Boot has no signing key.
+    result = preflight({"nvidia_driver_version": "535", **node_fact(secure_boot="enabled")})
+    text = flat(result)
+    assert result.returncode != 0, text
+    assert "fatal: [localhost]" in text
+    assert "nvidia_driver_version 535 cannot run CUDA 12.4" in text
+    assert "Secure Boot is enabled on localhost and no module-signing key is configured" in text
+    assert "changed=0" in text
+
+
+def test_a_malformed_version_is_refused_by_name_and_never_reaches_the_driver_table():
+    result = preflight(
+        {"nvidia_driver_version": "550.x", "nvidia_driver_cuda_version": "12.7", **node_fact(nvswitch_count=4)}
+    )
+    text = flat(result)
+    assert result.returncode != 0, text
+    assert "nvidia_driver_version is '550.x'; expected a branch" in text
+    assert "nvidia_driver_cuda_version is '12.7'; expected one of" in text
+    assert "cannot run CUDA" not in text and "invalid literal" not in text
+    # What depends on the version (the source it picks, so the fabric manager's) waits for a valid version.
+    assert "NVSwitches" not in text
+
+
+def test_the_repository_check_of_the_internal_role_adds_to_the_drivers_problems():
+    facts = {"distribution": "Fedora", "distribution_version": "40", "distribution_major_version": "40"}
+    extra = {"nvidia_driver_nvidia_repo_base_url": "mirror.example/cuda", **node_fact(secure_boot="enabled")}
+    result = preflight(extra, {**facts, "os_family": "RedHat"})
+    text = flat(result)
+    assert result.returncode != 0, text
+    assert "nvidia_driver_nvidia_repo_base_url is 'mirror.example/cuda'; expected" in text
+    assert "localhost runs Fedora 40, which nvidia_driver does not support" in text
+    assert "Secure Boot is enabled on localhost" in text

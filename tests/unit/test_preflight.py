@@ -81,3 +81,38 @@ def test_bad_setting_is_refused_by_name(extra, expected):
     result = preflight(extra)
     assert result.returncode != 0, result.stdout
     assert expected in flat(result)
+
+
+def test_every_problem_of_the_node_and_the_settings_is_reported_at_once():
+    result = preflight(
+        {
+            "node_baseline_package_proxy": "ftp://cache:3142",
+            "node_baseline_debian_components": ["contrib"],
+            "node_baseline_ntp_servers": ["pool.ntp.org iburst"],
+            "node_baseline_facts_dir": "facts.d",
+        },
+        {"architecture": "aarch64", "service_mgr": "sysvinit"},
+    )
+    text = flat(result)
+    assert result.returncode != 0, text
+    assert "fatal: [localhost]" in text
+    for expected in [
+        "localhost is aarch64; this project provisions x86_64 H100 nodes only",
+        "localhost: the service manager is sysvinit, expected systemd",
+        "node_baseline_debian_components is ['contrib']; it must contain 'main'",
+        "node_baseline_package_proxy is 'ftp://cache:3142'; expected an http:// or https:// URL",
+        "node_baseline_ntp_servers is ['pool.ntp.org iburst']; with node_baseline_time_sync true",
+        "node_baseline_facts_dir is 'facts.d'; expected an absolute path",
+    ]:
+        assert expected in text, (expected, text)
+    assert "changed=0" in text
+
+
+def test_a_value_of_the_wrong_shape_is_refused_by_name_and_the_other_checks_still_run():
+    # A string where a list is meant: refused by the settings check, never iterated one character at a time.
+    result = preflight({"node_baseline_ntp_servers": "pool.ntp.org", "node_baseline_facts_dir": "facts.d"})
+    text = flat(result)
+    assert result.returncode != 0, text
+    assert "localhost: node_baseline_ntp_servers is 'pool.ntp.org'; expected a list" in text
+    assert "with node_baseline_time_sync true" not in text  # the same setting is not refused twice
+    assert "node_baseline_facts_dir is 'facts.d'; expected an absolute path" in text

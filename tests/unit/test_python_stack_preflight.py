@@ -94,9 +94,9 @@ def test_explicit_interpreter_picks_its_lock():
 @pytest.mark.parametrize(
     ("extra", "expected"),
     [
-        ({"python_stack_keep": 1}, "python_stack_keep (1) at least 2"),
-        ({"python_stack_root": "opt/stacks"}, "python_stack_root 'opt/stacks' an absolute path"),
-        ({"python_stack_python": "python3"}, "python_stack_python 'python3' auto or the absolute path"),
+        ({"python_stack_keep": 1}, "python_stack_keep is '1'; expected at least 2 (current and previous"),
+        ({"python_stack_root": "opt/stacks"}, "python_stack_root is 'opt/stacks'; expected an absolute path"),
+        ({"python_stack_python": "python3"}, "python_stack_python is 'python3'; expected auto or the absolute path"),
         ({"python_stack_source": "wheelhouse"}, "python_stack_source is wheelhouse: set python_stack_wheelhouse_dir"),
         ({"python_stack_source": "conda"}, "python_stack_source"),
         ({"python_stack_python": "/usr/bin/python3.9"}, "has no lock for Python 3.9"),
@@ -107,3 +107,28 @@ def test_bad_settings_are_refused_by_name(extra, expected):
     result = preflight({"python_stack_id": SEED, **extra})
     assert result.returncode != 0
     assert expected in flat(result)
+
+
+def test_every_problem_is_reported_at_once():
+    settings = {"python_stack_id": CURRENT, "python_stack_keep": 1, "python_stack_source": "wheelhouse"}
+    result = preflight(settings, "3.12", "550.163.01")
+    text = flat(result)
+    assert result.returncode != 0, text
+    assert "fatal: [localhost]" in text
+    for expected in [
+        "python_stack_keep is '1'; expected at least 2",
+        "python_stack_source is wheelhouse: set python_stack_wheelhouse_dir",
+        f"Stack {CURRENT} needs NVIDIA driver >= 580.65.06",
+    ]:
+        assert expected in text, (expected, text)
+    assert "changed=0" in text
+
+
+def test_an_unknown_stack_skips_the_checks_that_need_its_manifest():
+    result = preflight({"python_stack_id": "torch9-nope", "python_stack_root": "opt/stacks"})
+    text = flat(result)
+    assert result.returncode != 0, text
+    assert "python_stack_id 'torch9-nope' is not a stack in" in text
+    assert "python_stack_root is 'opt/stacks'; expected an absolute path" in text
+    # The manifest is not read, so nothing that needs it fails: no internal error, no lock looked for.
+    assert "has no lock" not in text and "Could not find" not in text

@@ -262,3 +262,38 @@ def test_the_shipped_inventories_pass_the_checks():
             prefixes = ["h100fleet_"] if spec.role == "fleet_preflight" else [f"{spec.role}_"]
             found = settings.check(spec, {name: value}, {name: value}, path.name, prefixes=prefixes)
             assert [str(p) for p in found] == [], path
+
+
+def test_a_pin_problem_names_the_pin_and_the_role_setting_it_sets():
+    spec = settings.Spec.load(ROLES / "nvidia_driver")
+    raw = {**spec.defaults}
+    values = {"nvidia_driver_version": 550}
+    found = settings.check(spec, {**raw, "h100fleet_driver_branch": 550}, values, "n")
+    assert [p.as_dict() for p in found] == [
+        {
+            "variable": "h100fleet_driver_branch",
+            "setting": "nvidia_driver_version",
+            "message": "n: h100fleet_driver_branch (which sets nvidia_driver_version) is 550 (a number); expected a "
+            "string (quote it in YAML).",
+        }
+    ]
+
+
+def test_a_role_preflight_collects_problems_and_checks_only_clean_settings():
+    found = [{"variable": "h100fleet_driver_branch", "setting": "nvidia_driver_version", "message": "n: pin"}]
+    # A check of a setting whose value was already refused (by its own name or its pin's) is skipped.
+    assert not preflight.clean(found, "nvidia_driver_version")
+    assert not preflight.clean(found, ["nvidia_driver_cuda_version", "h100fleet_driver_branch"])
+    assert preflight.clean(found, "nvidia_driver_cuda_version", ["nvidia_driver_source"])
+    found = preflight.problem(found, "nvidia_driver_cuda_version", "nvidia_driver_cuda_version is '12.7';\n  expected")
+    assert found[-1] == {
+        "variable": "nvidia_driver_cuda_version",
+        "setting": "nvidia_driver_cuda_version",
+        "message": "nvidia_driver_cuda_version is '12.7'; expected",
+    }
+    assert not preflight.clean(found, "nvidia_driver_cuda_version")
+    # The refusal is one problem a line: what the fleet preflight records, line by line, under the role.
+    refusal = preflight.refusal(found)
+    assert refusal == "n: pin\nnvidia_driver_cuda_version is '12.7'; expected"
+    assert [m["message"] for m in preflight.messages({"msg": refusal}, "nvidia_driver")] == refusal.splitlines()
+    assert preflight.refusal([]) == ""

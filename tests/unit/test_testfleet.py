@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from h100fleet.testfleet import images, nodes, services
+from h100fleet.testfleet import images, nodes, services, ssh
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -34,8 +34,9 @@ def test_suites_differ_in_components():
         {"mirror": "http://mirror.example/debian"},
         {"components": ("main", "contrib")},
         {"variant": "buildd"},
+        {"user": "admin"},
     ],
-    ids=["packages", "mirror", "components", "variant"],
+    ids=["packages", "mirror", "components", "variant", "user"],
 )
 def test_any_recipe_field_changes_the_hash(change):
     base = images.recipe("trixie")
@@ -73,9 +74,9 @@ def test_debootstrap_argv():
     assert f"org.h100fleet.recipe={r.digest()}" in images.import_changes(r)[-1]
 
 
-def test_docker_run_argv_has_every_container_option():
-    argv = nodes.docker_run_argv("h100-node-1", "h100fleet/node:trixie")
-    assert argv[:2] == ["docker", "run"]
+def test_docker_create_argv_has_every_container_option():
+    argv = nodes.docker_create_argv("h100-node-1", "h100fleet/node:trixie")
+    assert argv[:2] == ["docker", "create"]
     assert argv[-2:] == ["h100fleet/node:trixie", "/sbin/init"]
     for expected in [
         "--hostname",
@@ -121,19 +122,43 @@ def test_molecule_scenarios_create_and_destroy_nodes_through_the_test_fleet():
         assert "playbooks" not in scenario.get("provisioner", {}), f"{path}: overrides the shared create/destroy"
 
 
-def test_start_runs_the_fleet_options_for_named_nodes(monkeypatch):
+def test_start_runs_the_fleet_options_for_named_nodes(monkeypatch, tmp_path):
     calls = []
     monkeypatch.setattr(
         nodes,
         "run",
         lambda argv, check=True: calls.append(argv) or subprocess.CompletedProcess(argv, 0, "running\n", ""),
     )
-    assert nodes.up(["a", "b"], "h100fleet/node:trixie") == {"a": "running", "b": "running"}
-    started = [argv for argv in calls if argv[:2] == ["docker", "run"]]
-    assert started == [
-        nodes.docker_run_argv("a", "h100fleet/node:trixie"),
-        nodes.docker_run_argv("b", "h100fleet/node:trixie"),
+    copied, logins = [], []
+    monkeypatch.setattr(ssh, "run", lambda argv, check=True: subprocess.CompletedProcess(argv, 0, "", ""))
+    monkeypatch.setattr(ssh, "port_in_use", lambda port: False)
+    monkeypatch.setattr(ssh, "copy_into", lambda name, archive: copied.append((name, archive)))
+    monkeypatch.setattr(ssh, "check_login", lambda name, port, state_dir: logins.append((name, port)))
+    monkeypatch.setattr(ssh, "ensure_key", ssh.key_path)
+    monkeypatch.setattr(ssh, "public_key", lambda state_dir: "ssh-ed25519 AAAAkey test")
+    monkeypatch.setattr(ssh, "record_host_keys", lambda keys, state_dir: calls.append(["known_hosts", sorted(keys)]))
+    states = nodes.up({"a": None, "b": 2301}, "h100fleet/node:trixie", state_dir=tmp_path)
+    assert states == {"a": "running", "b": "running"}
+    assert [argv for argv in calls if argv[:2] == ["docker", "create"]] == [
+        nodes.docker_create_argv("a", "h100fleet/node:trixie"),
+        nodes.docker_create_argv("b", "h100fleet/node:trixie"),
     ]
+    # Only the node with a port gets sshd settings and a key, before it starts; its host key is recorded after boot.
+    assert [name for name, _ in copied] == ["b"]
+    assert calls.index(["docker", "start", "b"]) > calls.index(nodes.docker_create_argv("b", "h100fleet/node:trixie"))
+    assert ["docker", "exec", "b", "cat", ssh.HOST_KEY] in calls
+    assert ["known_hosts", [2301]] in calls
+    assert logins == [("b", 2301)]
+
+
+def test_start_refuses_a_port_in_use_before_creating_anything(monkeypatch, tmp_path):
+    calls = []
+    monkeypatch.setattr(nodes, "run", lambda argv, check=True: calls.append(argv))
+    monkeypatch.setattr(ssh, "ensure_key", ssh.key_path)
+    monkeypatch.setattr(ssh, "port_in_use", lambda port: port == 2302)
+    with pytest.raises(RuntimeError, match=r"node y: port 127.0.0.1:2302 for its sshd is already in use"):
+        nodes.up({"x": 2301, "y": 2302}, "h100fleet/node:trixie", state_dir=tmp_path)
+    assert not [argv for argv in calls if argv[:2] in (["docker", "create"], ["docker", "start"])]
 
 
 def test_acng_config_points_at_the_reachable_mirror(tmp_path):
@@ -159,3 +184,14 @@ def test_host_ca_certificates_change_the_hash(tmp_path):
     (tmp_path / "proxy-ca.crt").write_text("-----BEGIN CERTIFICATE-----\nB\n-----END CERTIFICATE-----\n")
     assert base.digest() not in {empty, with_ca}
     assert base.ca_certificates() == [tmp_path / "proxy-ca.crt"]
+
+
+def test_start_refuses_an_image_of_an_older_recipe(monkeypatch):
+    current = images.recipe("bookworm").digest()
+    label = {"h100fleet/node:bookworm": current, "old": "0" * 64}
+    monkeypatch.setattr(
+        images, "run", lambda argv, check=True: subprocess.CompletedProcess(argv, 0, label[argv[-1]] + "\n", "")
+    )
+    images.check_current("h100fleet/node:bookworm")
+    with pytest.raises(RuntimeError, match=r"image old was built from an older recipe: run `h100fleet testfleet"):
+        images.check_current("old")

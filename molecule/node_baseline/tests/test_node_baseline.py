@@ -92,5 +92,5 @@ def test_shared_wheel_cache_is_mounted_and_writable(host):
     # The harness, not the role: every node shares the host's Python wheel cache (later roles install stacks).
     cache = "/var/cache/h100fleet/uv"
     assert host.mount_point(cache).exists
-    probe = f"{cache}/.write-test-{host.backend.get_hostname()}"
+    probe = f"{cache}/.write-test-{host.check_output('hostname')}"
     assert host.run(f"touch {probe} && rm {probe}").rc == 0

@@ -39,6 +39,8 @@ def test_trainer_runs_on_it_and_advances(host):
     assert host.service(UNIT).is_running, explain(host)
     first = status(host)
     assert first["state"] in ("training", "checkpointing"), explain(host)
+    # rollout-3 trains one job of two processes (molecule.yml): the new stack resumed it at two ranks
+    assert first["world_size"] == (2 if host.backend.get_hostname() == "rollout-3" else 1), explain(host)
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         time.sleep(2)

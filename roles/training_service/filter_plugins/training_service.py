@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 try:
-    from h100fleet.fleet import trainer_unit
+    from h100fleet.fleet import trainer_status, trainer_unit
     from h100fleet.trainer import exitcodes
 except ImportError as exc:  # pragma: no cover - only without the project's environment
     raise ImportError(
@@ -48,6 +48,16 @@ def training_service_shared_storage_problems(paths, host, mounts, fstypes):
     return trainer_unit.shared_storage_problems(host, paths, mounts, fstypes)
 
 
+def training_service_status_file(config):
+    """The rendered config | training_service_status_file: the path of the trainer's status file."""
+    return trainer_status.path(config)
+
+
+def training_service_job_finished(slurped):
+    """A registered slurp of the status file | training_service_job_finished: the trainer reported its job done."""
+    return trainer_status.finished(slurped)
+
+
 class FilterModule:
     def filters(self):
         return {
@@ -57,4 +67,6 @@ class FilterModule:
             "training_service_exec_start": training_service_exec_start,
             "training_service_job_problems": training_service_job_problems,
             "training_service_shared_storage_problems": training_service_shared_storage_problems,
+            "training_service_status_file": training_service_status_file,
+            "training_service_job_finished": training_service_job_finished,
         }

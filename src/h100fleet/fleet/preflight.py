@@ -1,14 +1,35 @@
 """The fleet preflight's report: every problem of every targeted host, found before anything changed.
 
+Each role's tasks/preflight.yml collects its problems on a host in a list (the filters h100fleet_problem,
+h100fleet_clean and h100fleet_refusal, plugins/filter) and refuses once at its end, naming every problem.
 Fed by roles/fleet_preflight: each host collects messages (its fleet pins' and each role's settings problems from
-h100fleet.fleet.settings, and the first refusal of each role's own preflight) in the fact
-__fleet_preflight_problems; this module turns them into one document and one message that names them all.
+h100fleet.fleet.settings, and every problem of each role's own preflight) in the fact __fleet_preflight_problems;
+this module turns them into one document and one message that names them all.
 """
 
 from __future__ import annotations
 
 import re
 from collections.abc import Mapping, Sequence
+
+
+def problem(problems: Sequence[Mapping[str, str]], variable: str, message: str) -> list[dict[str, str]]:
+    """The problem list of a role's preflight with one more: the variable (or fact) to change and the message."""
+    return [*problems, {"variable": variable, "setting": variable, "message": " ".join(str(message).split())}]
+
+
+def clean(problems: Sequence[Mapping[str, str]], *variables: str | Sequence[str]) -> bool:
+    """Whether no problem found so far names any of these variables (names, or lists of names): a check that
+    reads a variable runs only when its shape (and each earlier check of it) passed, so a bad value is refused
+    once, by its own name, and never reaches a comparison that cannot read it."""
+    wanted = {name for v in variables for name in ([v] if isinstance(v, str) else v)}
+    named = {p.get("variable") for p in problems} | {p.get("setting") for p in problems}
+    return not named.intersection(wanted)
+
+
+def refusal(problems: Sequence[Mapping[str, str] | str]) -> str:
+    """One line per problem, for the task that refuses the role's run (fleet_preflight reads one per line)."""
+    return "\n".join(str(p["message"] if isinstance(p, Mapping) else p) for p in problems)
 
 
 def messages(failed_result: Mapping[str, object], role: str) -> list[dict[str, str]]:

@@ -33,9 +33,15 @@ class Problem:
 
     variable: str
     message: str
+    # The role's own setting the problem is in, where it differs from variable (a fleet pin that sets it).
+    setting: str = ""
 
     def __str__(self) -> str:
         return self.message
+
+    def as_dict(self) -> dict[str, str]:
+        """The form a role's preflight collects (h100fleet.fleet.preflight.problem)."""
+        return {"variable": self.variable, "setting": self.setting or self.variable, "message": self.message}
 
 
 @dataclass(frozen=True)
@@ -302,7 +308,7 @@ def check(
             wrong = SHAPES[name](value)
         if wrong:
             kind = "" if isinstance(value, str) else f" ({_kind(value)})"
-            problems.append(Problem(variable, f"{host}: {shown} is {_fmt(value)}{kind}; {wrong}."))
+            problems.append(Problem(variable, f"{host}: {shown} is {_fmt(value)}{kind}; {wrong}.", name))
     known = set(spec.options) | set(outputs)
     for prefix in tuple(prefixes) or (f"{spec.role}_",):
         for name in sorted(raw):

@@ -8,13 +8,11 @@ an error: the summary must come out even when a node failed half-way.
 
 from __future__ import annotations
 
-import base64
-import json
 from collections.abc import Iterable, Mapping
 from datetime import date
 from typing import Any
 
-from h100fleet.fleet import MISSING, markdown_table
+from h100fleet.fleet import MISSING, markdown_table, trainer_status
 from h100fleet.probes import drivers
 
 COLUMNS = (
@@ -96,13 +94,7 @@ def _stack(stack: Mapping[str, Any]) -> str:
 
 def _status_file(slurped: Any) -> Mapping[str, Any]:
     """The trainer's status.json from a registered ansible.builtin.slurp result ({} when unread or not JSON)."""
-    content = _mapping(slurped).get("content")
-    if not content:
-        return {}
-    try:
-        return _mapping(json.loads(base64.b64decode(content)))
-    except (ValueError, TypeError):
-        return {}
+    return trainer_status.read(slurped)
 
 
 def _trainer(unit: Any, status: Mapping[str, Any]) -> str:

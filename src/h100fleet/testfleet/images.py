@@ -1,8 +1,9 @@
 """Node images built locally from the Debian mirror, cached by a hash of their recipe.
 
 No image registry is reachable where this project is tested, so a node image is a debootstrapped Debian root with
-systemd, python3 and sudo, turned into an image by `docker import`. The image tag carries the recipe hash: an image
-is rebuilt only when its recipe (suite, components, packages, mirror or the in-chroot setup script) changes.
+systemd, python3, sudo and an SSH server, turned into an image by `docker import`. The image tag carries the recipe
+hash: an image is rebuilt only when its recipe (suite, components, packages, mirror, login user or the in-chroot setup
+script) changes.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from h100fleet._proc import CommandError, run
+from h100fleet.testfleet import ssh
 
 REPOSITORY = "h100fleet/node"
 DEFAULT_MIRROR = "http://deb.debian.org/debian"
@@ -26,11 +28,20 @@ BUILD_FORMAT = 1
 SETUP_SCRIPT = Path(__file__).resolve().parents[3] / "files" / "images" / "setup-node.sh"
 
 # What a freshly provisioned server has before Ansible touches it: an init system, Python for Ansible's modules,
-# python3-apt for its apt module, and sudo for `become`.
+# python3-apt for its apt module, sudo for `become`, and an SSH server (the login user is the recipe's `user`).
 # Certificate authorities this host trusts beyond Debian's bundle (a TLS-intercepting proxy's, a company CA):
 # copied into every node image so that nodes reach PyPI and the mirrors the way the host does.
 HOST_CA_DIR = Path("/usr/local/share/ca-certificates")
-BASE_PACKAGES = ("systemd", "systemd-sysv", "dbus", "python3", "python3-apt", "sudo", "ca-certificates")
+BASE_PACKAGES = (
+    "systemd",
+    "systemd-sysv",
+    "dbus",
+    "python3",
+    "python3-apt",
+    "sudo",
+    "ca-certificates",
+    "openssh-server",
+)
 DEBIAN_NONFREE = ("main", "contrib", "non-free", "non-free-firmware")
 
 
@@ -41,6 +52,8 @@ class ImageRecipe:
     packages: tuple[str, ...] = BASE_PACKAGES
     mirror: str = DEFAULT_MIRROR
     variant: str = "minbase"
+    # The unprivileged login user with passwordless sudo that Ansible connects as.
+    user: str = ssh.USER
     setup_script: Path = field(default=SETUP_SCRIPT, compare=False)
     ca_dir: Path = field(default=HOST_CA_DIR, compare=False)
 
@@ -87,6 +100,13 @@ def image_exists(ref: str) -> bool:
     return run(["docker", "image", "inspect", ref], check=False).returncode == 0
 
 
+def check_current(ref: str) -> None:
+    """Refuse an image that no current recipe built (an older one has no sshd, say), naming the fix."""
+    proc = run(["docker", "image", "inspect", "--format", '{{ index .Config.Labels "org.h100fleet.recipe" }}', ref])
+    if proc.stdout.strip() not in {r.digest() for r in RECIPES.values()}:
+        raise RuntimeError(f"image {ref} was built from an older recipe: run `h100fleet testfleet images` first")
+
+
 def debootstrap_argv(r: ImageRecipe, root: Path) -> list[str]:
     return [
         "debootstrap",
@@ -125,7 +145,7 @@ def build(r: ImageRecipe, *, proxy: str | None = None, workdir: Path | None = No
         shutil.copy(r.setup_script, root / "tmp" / "setup-node.sh")
         for cert in r.ca_certificates():
             shutil.copy(cert, root / "usr" / "local" / "share" / "ca-certificates" / cert.name)
-        run(["chroot", str(root), "/bin/sh", "/tmp/setup-node.sh", r.suite, " ".join(r.components), r.mirror])
+        run(["chroot", str(root), "/bin/sh", "/tmp/setup-node.sh", r.suite, " ".join(r.components), r.mirror, r.user])
         (root / "tmp" / "setup-node.sh").unlink()
         argv = ["docker", "import"]
         for change in import_changes(r):

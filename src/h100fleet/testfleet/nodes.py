@@ -4,13 +4,19 @@
 AppArmor unconfined, the host's cgroup namespace with /sys/fs/cgroup mounted read-write, and tmpfs on /run.
 CONTAINER_OPTIONS uses the names of community.docker.docker_container's options, which molecule's docker driver
 passes through: every molecule scenario's platforms carry exactly these (tests/unit checks that they do).
+
+A node given an SSH port gets its sshd settings and this control node's public key before it boots
+(h100fleet.testfleet.ssh); once it has booted, its host key goes into the control node's known_hosts and a login
+with sudo is tried, so that a node that `up` reports is one Ansible reaches over SSH.
 """
 
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping
 
 from h100fleet._proc import run
+from h100fleet.testfleet import ssh
 from h100fleet.testfleet.services import CACHE_ROOT
 
 LABEL = "org.h100fleet.testnode"
@@ -28,10 +34,10 @@ CONTAINER_OPTIONS: dict[str, object] = {
 }
 
 
-def docker_run_argv(name: str, image: str) -> list[str]:
-    """`docker run` arguments equivalent to CONTAINER_OPTIONS for one node."""
+def docker_create_argv(name: str, image: str) -> list[str]:
+    """`docker create` arguments equivalent to CONTAINER_OPTIONS for one node."""
     o = CONTAINER_OPTIONS
-    argv = ["docker", "run", "--detach", "--name", name, "--hostname", name, "--label", f"{LABEL}={name}"]
+    argv = ["docker", "create", "--name", name, "--hostname", name, "--label", f"{LABEL}={name}"]
     argv += [f"--cap-add={cap}" for cap in o["capabilities"]]
     argv += [f"--security-opt={opt}" for opt in o["security_opts"]]
     argv += [f"--stop-signal={o['stop_signal']}"]
@@ -67,12 +73,31 @@ def existing() -> list[str]:
     return sorted(proc.stdout.split())
 
 
-def up(names: list[str], image: str) -> dict[str, str]:
-    """Start the named nodes (replacing any left over) and wait for systemd in each. Returns name -> state."""
-    for name in names:
+def up(nodes: Mapping[str, int | None], image: str, *, state_dir=ssh.STATE_DIR) -> dict[str, str]:
+    """Start the nodes (name -> SSH port, None for a node without sshd), replacing any left over, and wait for
+    systemd in each; for the nodes with a port, record their host keys and check a login with sudo.
+    Returns name -> systemd state."""
+    ports = {name: port for name, port in nodes.items() if port is not None}
+    ssh.check_ports(ports)
+    if ports:
+        ssh.ensure_key(state_dir)
+    for name in nodes:
         run(["docker", "rm", "--force", name], check=False)
-        run(docker_run_argv(name, image))
-    return {name: wait_booted(name) for name in names}
+    for name, port in ports.items():
+        if ssh.port_in_use(port):
+            raise RuntimeError(f"node {name}: port {ssh.LISTEN}:{port} for its sshd is already in use on this machine")
+    for name in nodes:
+        run(docker_create_argv(name, image))
+        if name in ports:
+            ssh.copy_into(name, ssh.node_archive(ports[name], ssh.public_key(state_dir)))
+        run(["docker", "start", name])
+    states = {name: wait_booted(name) for name in nodes}
+    if ports:
+        host_keys = {port: run(["docker", "exec", name, "cat", ssh.HOST_KEY]).stdout for name, port in ports.items()}
+        ssh.record_host_keys(host_keys, state_dir)
+        for name, port in ports.items():
+            ssh.check_login(name, port, state_dir)
+    return states
 
 
 def down(names: list[str] | None = None) -> list[str]:
