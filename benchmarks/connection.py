@@ -21,7 +21,6 @@ import argparse
 import datetime as dt
 import json
 import os
-import platform
 import re
 import resource
 import statistics
@@ -30,6 +29,7 @@ import sys
 import time
 from pathlib import Path
 
+from h100fleet.harness import machine
 from h100fleet.testfleet import images, nodes, services, ssh
 
 REPO = Path(__file__).resolve().parents[1]
@@ -68,15 +68,6 @@ def playbook(hosts: list[str], extra: dict[str, str] | None = None) -> dict[str,
     return {"wall_s": round(wall, 2), "cpu_s": round(cpu, 2), "recap": recap}
 
 
-def machine() -> dict[str, object]:
-    return {
-        "host": platform.node(),
-        "cores": os.cpu_count(),
-        "os": platform.platform(),
-        "load_average": [round(x, 2) for x in os.getloadavg()],
-    }
-
-
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--nodes", type=int, default=3, choices=[1, 2, 3], help="nodes of inventory/local (1-3)")
@@ -91,7 +82,7 @@ def main() -> int:
         "date": dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
         "command": f"benchmarks/connection.py --nodes {args.nodes} --repeat {args.repeat}",
         "playbook": PLAYBOOK,
-        "machine_before": machine(),
+        "machine_before": machine.summary(),
     }
     if not args.reuse:
         services.ensure_docker()
@@ -111,7 +102,7 @@ def main() -> int:
             changed = {h: v["changed"] for h, v in run["recap"].items()}
             print(f"  {way:11}  wall {run['wall_s']:6.1f} s  cpu {run['cpu_s']:6.1f} s  changed {changed}")
     result["runs"] = runs
-    result["machine_after"] = machine()
+    result["machine_after"] = machine.summary()
 
     print(f"\n{PLAYBOOK}, idempotent, {len(hosts)} nodes, {args.repeat} runs each way (medians):")
     print("| connection | wall | control-node CPU | CPU per host | tasks per host |")

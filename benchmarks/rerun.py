@@ -17,12 +17,13 @@ import argparse
 import datetime as dt
 import json
 import os
-import platform
 import re
 import subprocess
 import sys
 import time
 from pathlib import Path
+
+from h100fleet.harness import machine
 
 REPO = Path(__file__).resolve().parents[1]
 NODES = ["h100-node-1", "h100-node-2", "h100-node-3"]
@@ -78,15 +79,6 @@ def slowest_tasks(output: str, count: int = 10) -> list[dict[str, object]]:
     return sorted(tasks, key=lambda t: -t["seconds"])[:count]
 
 
-def machine() -> dict[str, object]:
-    return {
-        "host": platform.node(),
-        "cores": os.cpu_count(),
-        "os": platform.platform(),
-        "load_average": [round(x, 2) for x in os.getloadavg()],
-    }
-
-
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--json", type=Path, help="write the figures to this file as JSON")
@@ -95,7 +87,7 @@ def main() -> int:
 
     result: dict[str, object] = {
         "date": dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
-        "machine_before": machine(),
+        "machine_before": machine.summary(),
     }
     if not args.rerun_only:
         seconds, output = timed(["scripts/demo"])
@@ -115,7 +107,7 @@ def main() -> int:
         "slowest_tasks": slowest_tasks(output),
         "changed_tasks": changed_tasks(output),
     }
-    result["machine_after"] = machine()
+    result["machine_after"] = machine.summary()
     print(f"re-run, ansible-playbook site.yml -l h100s on {len(NODES)} nodes: {seconds:.1f} s (changed: {changed})")
     for task in result["rerun"]["slowest_tasks"]:
         print(f"  {task['seconds']:6.2f} s  {task['task']}")
