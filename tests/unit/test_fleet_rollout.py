@@ -517,3 +517,29 @@ def test_record_update_keeps_the_other_fields(tmp_path):
     n1 = doc["nodes"][0]
     assert (n1["status"], n1["batch"], n1["note"]) == ("reverted", 1, "rollback.yml")
     assert doc["summary"]["state"] == "rolled back"
+
+
+def test_a_job_over_several_nodes_must_move_in_one_batch():
+    hosts = ["a1", "a2", "b1", "c1", "c2"]
+    jobs = {"a1": "job_a", "a2": "job_a", "c1": "job_c", "c2": "job_c"}
+    # canary 1, then 25% of 5 = 1: a1 | a2 | b1 | c1 | c2
+    problem = rollout.job_batch_problem("a2", hosts, [1, "25%"], jobs)
+    assert problem == (
+        "the nodes of job job_a must move in one batch (a flip stops the whole job; its nodes train it only on one "
+        "stack), but a1 in batch 1, a2 in batch 2 (batch sizes [1, 1, 1, 1, 1] from rollout_canary and "
+        "rollout_batch over 5 pending nodes in inventory order): choose a canary and batch size that keep them "
+        "together (e.g. -e rollout_canary=2 when they come first) or list the job's nodes next to each other"
+    )
+    assert rollout.job_batch_problem("a1", hosts, [1, "25%"], jobs) == problem  # the same for every node of the job
+    assert rollout.job_batch_problem("b1", hosts, [1, "25%"], jobs) is None  # in no job
+    # canary 2, then 3: a1 a2 | b1 c1 c2: both jobs whole
+    assert all(rollout.job_batch_problem(h, hosts, [2, 3], jobs) is None for h in hosts)
+    # canary 2, then 2: a1 a2 | b1 c1 | c2: job_c split
+    assert rollout.job_batch_problem("c2", hosts, [2, 2], jobs).startswith("the nodes of job job_c must move")
+    assert rollout.job_batch_problem("a1", hosts, [2, 2], jobs) is None
+
+
+def test_a_job_whose_other_nodes_moved_already_is_no_problem():
+    # a1 is on the new stack already (not pending): a2 moves alone, in whichever batch.
+    assert rollout.job_batch_problem("a2", ["a2", "b1"], [1, 1], {"a1": "job_a", "a2": "job_a"}) is None
+    assert rollout.job_batch_problem("a1", ["a2", "b1"], [1, 1], {"a1": "job_a", "a2": "job_a"}) is None

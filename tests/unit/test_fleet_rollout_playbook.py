@@ -109,6 +109,31 @@ def test_preflight_refuses_a_driver_bump_older_than_the_new_stack_needs(tmp_path
     assert states(tmp_path) == before
 
 
+def test_preflight_refuses_batches_that_split_a_job_over_several_nodes(tmp_path):
+    """Two nodes of one training job: a canary of one would stop the job and restart half of it on the new stack.
+    Refused before anything changes, naming the job and its nodes' batches; a canary of two moves the job whole."""
+    inventory = rollout_sim.create_fleet(tmp_path, 3)
+    doc = json.loads(inventory.read_text())
+    job = {"training_service_job_group": "job_pair", "training_service_nnodes": 2}
+    doc["all"]["children"]["h100s"]["hosts"].update({"sim-0001": job, "sim-0002": job})
+    inventory.write_text(json.dumps(doc))
+    before = states(tmp_path)
+    refused = rollout_sim.run_rollout(tmp_path, inventory, forks=3)
+    assert refused.rc != 0
+    log = " ".join(refused.log.split())
+    for host in ("sim-0001", "sim-0002"):
+        assert (
+            f"- {host} [rollout]: the nodes of job job_pair must move in one batch (a flip stops the "
+            "whole job; its nodes train it only on one stack), but sim-0001 in batch 1, sim-0002 in batch 2"
+        ) in log, refused.log[-3000:]
+    assert "- sim-0003 [rollout]: the nodes of job" not in log  # in no job
+    assert states(tmp_path) == before
+    run = rollout_sim.run_rollout(tmp_path, inventory, canary="2", forks=3)
+    assert run.rc == 0, run.log[-3000:]
+    assert [r["batch"] for r in sorted(run.report["nodes"], key=lambda r: r["host"])] == [1, 1, 2]
+    assert all(st["current"] == rollout_sim.STACK_B for st in states(tmp_path).values())
+
+
 def test_driver_bump_550_to_580_with_a_cuda_13_stack(tmp_path):
     """The shipped CUDA 13 stack (torch 2.11, driver floor 580.65.06) rolled out with the 580 bump it needs: every
     node ends on the new stack and driver 580; without the bump's new enough version the preflight refuses it."""

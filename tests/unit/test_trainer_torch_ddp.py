@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -128,6 +129,7 @@ def test_world_sizes_2_and_4_give_the_losses_of_one_process(reference):
         assert (st["world_size"], st["global_batch_size"], st["gradient_accumulation_steps"]) == (n, 4, 4 // n)
         assert st["samples_seen"] == GLOBAL_BATCH * REFERENCE_STEPS
         assert [r["rank"] for r in st["ranks"]] == list(range(n))
+        assert {r["host"] for r in st["ranks"]} == {socket.gethostname()}
         # The whole job's tokens (packed sequences of 64), not rank 0's share.
         assert all(r["tokens"] == GLOBAL_BATCH * 64 for r in metrics(reference[n]))
         found = checkpoint.latest_valid(reference[n].parent / "out" / "checkpoints")

@@ -51,6 +51,19 @@ def rollout_batch_number(host, hosts, serial):
     return rollout.batch_number(host, list(hosts), list(serial))
 
 
+def rollout_job_batch_problem(host, hostvars, hosts, serial):
+    """rollout.job_batch_problem over the play's hosts: those not yet on the new stack are pending, and a host's job
+    is its training_service_job_group where training_service_nnodes > 1."""
+    pending = [h for h in hosts if str(hostvars[h].get("__rollout_on_new", False)).lower() not in ("true", "1")]
+    jobs = {}
+    for h in hosts:
+        hv = hostvars[h]
+        group = hv.get("training_service_job_group") or ""
+        if group and int(hv.get("training_service_nnodes", 1) or 1) > 1:
+            jobs[h] = str(group)
+    return rollout.job_batch_problem(host, pending, list(serial), jobs)
+
+
 def rollout_journal_open(existing, kind, active, previous, to, was_active, now, timeout):  # noqa: PLR0917 (a filter's arguments)
     return rollout.journal_open(
         existing or None,
@@ -101,6 +114,7 @@ class FilterModule:
             "rollout_downtime": rollout.downtime_s,
             "rollout_phases": rollout.phases_s,
             "rollout_batch_number": rollout_batch_number,
+            "rollout_job_batch_problem": rollout_job_batch_problem,
             "rollout_initial_records": rollout_initial_records,
             "rollout_journal_open": rollout_journal_open,
             "rollout_journal_step": rollout.journal_step,

@@ -483,6 +483,30 @@ def batch_number(host: str, hosts: Sequence[str], serial: Sequence[Any]) -> int 
     return None  # pragma: no cover - serial_batches covers every host
 
 
+def job_batch_problem(host: str, pending: Sequence[str], serial: Sequence[Any], jobs: Mapping[str, str]) -> str | None:
+    """Why `host`'s job cannot move as the batches stand, or None. jobs: each host of a job over several nodes ->
+    its job's name (training_service_job_group); pending: the hosts still to move, in the flip play's order.
+
+    A job over several nodes must move in one batch: stopping one of its nodes stops the whole job after one
+    checkpoint, and nodes on different stacks refuse to train it together, so batch-mates restart it on the new
+    stack and a node left behind would hold it stopped until a later batch."""
+    job = jobs.get(host)
+    if not job or host not in pending:
+        return None
+    members = [h for h in pending if jobs.get(h) == job]
+    numbers = {h: batch_number(h, pending, serial) for h in members}
+    if len(set(numbers.values())) == 1:
+        return None
+    where = ", ".join(f"{h} in batch {n}" for h, n in numbers.items())
+    sizes = serial_batches(len(pending), serial)
+    return (
+        f"the nodes of job {job} must move in one batch (a flip stops the whole job; its nodes train it only on one "
+        f"stack), but {where} (batch sizes {sizes} from rollout_canary and rollout_batch over {len(pending)} "
+        f"pending nodes in inventory order): choose a canary and batch size that keep them together (e.g. "
+        f"-e rollout_canary={len(members)} when they come first) or list the job's nodes next to each other"
+    )
+
+
 def downtime_s(stop_epoch: Any, status: Mapping[str, Any] | None) -> float | None:
     """Seconds from the service stop (epoch seconds on the node's clock) until the restarted trainer finished its
     first step (the status's `first_step_at`, ISO 8601 with a UTC offset, the same clock), or, from a trainer that

@@ -18,6 +18,13 @@ def hosts(pattern: str = "all") -> list[str]:
     return testinfra.utils.ansible_runner.AnsibleRunner(os.environ["MOLECULE_INVENTORY_FILE"]).get_hosts(pattern)
 
 
+def connect(name: str):
+    """A testinfra host for one of the running scenario's hosts, for tests that act on several nodes at once."""
+    import testinfra  # noqa: PLC0415 - only where testinfra runs
+
+    return testinfra.get_host(f"ansible://{name}?ansible_inventory={os.environ['MOLECULE_INVENTORY_FILE']}")
+
+
 def sh(host, command: str) -> str:
     """The command's stdout; a failed command fails the test with its exit status, stdout and stderr."""
     result = host.run(command)

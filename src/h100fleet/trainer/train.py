@@ -12,6 +12,7 @@ import math
 import os
 import random
 import shutil
+import socket
 import time
 from pathlib import Path
 from typing import Any
@@ -482,7 +483,9 @@ class Run:
             time.monotonic() - started,
             sum(p.numel() for p in self.loaded.trainable),
         )
-        ranks = self.group.gather_object({"rank": self.world.rank, "device": str(self.device), "gpu": gpu})
+        ranks = self.group.gather_object(
+            {"rank": self.world.rank, "host": socket.gethostname(), "device": str(self.device), "gpu": gpu}
+        )
         self.progress.update(backend=self.backend, device=self.device.type, gpu=gpu, versions=self.versions)
         if self.world.distributed:
             self.progress.update(ranks=ranks)
