@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Full-stack venv build: uv from a warm wheelhouse vs the seed's sequential `pip install` steps, same wheels,
+"""Full-stack venv build: uv from a warm wheelhouse vs the specification's sequential `pip install` steps, same wheels,
 same container image (h100fleet/node:bookworm, Python 3.11).
 
     sudo .venv/bin/python benchmarks/venv_build.py [--stack torch2.3-unsloth2024.8-py310] [--json out.json]
@@ -109,23 +109,16 @@ def main() -> int:
     lock = stack.lock_path(args.python)
 
     setup = f"set -e; apt-get {PROXY} update -qq && apt-get {PROXY} install -y -qq python3-venv bc >/dev/null\n"
-    pip_out = in_container(
-        recipe.alias,
-        house,
-        lock,
-        uv,
-        venv_bench.pip_script(venv_bench.seed_steps(stack.requirements_text())),
-        setup=setup,
-    )
+    steps = venv_bench.specified_steps(stack.requirements_text())
+    pip_out = in_container(recipe.alias, house, lock, uv, venv_bench.pip_script(steps), setup=setup)
     uv_out = in_container(
         recipe.alias, house, lock, uv, venv_bench.uv_script(), setup=setup.replace("python3-venv ", "")
     )
     results = {**venv_bench.parse_results(pip_out), **venv_bench.parse_results(uv_out)}
     pip_s, cold, warm = results["pip-sequential"], results["uv-cold-cache"], results["uv-warm-cache"]
     print(f"stack {stack.id}, Python {args.python}: {len(wheels)} wheels, {size_gb:.2f} GB, image {recipe.alias}")
-    print(
-        f"seed's sequential pip install ({len(venv_bench.seed_steps(stack.requirements_text()))} steps): {pip_s:7.1f} s"
-    )
+    label = f"specified sequential pip install ({len(steps)} steps):"
+    print(f"{label:<58}{pip_s:7.1f} s")
     print(f"uv venv + uv pip sync --require-hashes, empty uv cache:   {cold:7.1f} s  ({pip_s / cold:.1f}x faster)")
     print(f"uv venv + uv pip sync --require-hashes, warm uv cache:    {warm:7.1f} s  ({pip_s / warm:.1f}x faster)")
     if args.json:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from helpers import flat, run_preflight
 
-SEED = "torch2.3-unsloth2024.8-py310"
+DEFAULT = "torch2.3-unsloth2024.8-py310"
 CURRENT = "torch2.11-unsloth2026.10-py312"
 
 
@@ -33,8 +33,8 @@ def chosen(result) -> dict[str, str]:
 @pytest.mark.parametrize(
     ("stack", "py", "drv", "interpreter"),
     [
-        (SEED, "3.10", "550.163.01", "/usr/bin/python3.10"),  # Ubuntu 22.04
-        (SEED, "3.11", None, "/usr/bin/python3.11"),  # Debian 12, no driver yet
+        (DEFAULT, "3.10", "550.163.01", "/usr/bin/python3.10"),  # Ubuntu 22.04
+        (DEFAULT, "3.11", None, "/usr/bin/python3.11"),  # Debian 12, no driver yet
         (CURRENT, "3.12", "580.95.05", "/usr/bin/python3.12"),  # Ubuntu 24.04
     ],
 )
@@ -50,11 +50,11 @@ def test_unknown_stack_lists_the_known_ones():
     assert result.returncode != 0
     text = flat(result)
     assert "python_stack_id 'torch9-nope' is not a stack in" in text
-    assert SEED in text and CURRENT in text
+    assert DEFAULT in text and CURRENT in text
 
 
 def test_python_without_a_lock_needs_a_mirror():
-    result = preflight({"python_stack_id": SEED}, py="3.13")
+    result = preflight({"python_stack_id": DEFAULT}, py="3.13")
     assert result.returncode != 0
     assert (
         "Stack torch2.3-unsloth2024.8-py310 has locks for Python 3.10, 3.11; localhost has Python 3.13. "
@@ -63,10 +63,12 @@ def test_python_without_a_lock_needs_a_mirror():
 
 
 def test_python_without_a_lock_uses_a_uv_managed_interpreter_from_the_mirror():
-    result = preflight({"python_stack_id": SEED, "python_stack_uv_python_mirror": "https://mirror.example/pbs"}, "3.13")
+    result = preflight(
+        {"python_stack_id": DEFAULT, "python_stack_uv_python_mirror": "https://mirror.example/pbs"}, "3.13"
+    )
     got = chosen(result)
     assert got["interpreter"] == "cpython-3.10" and got["uv_managed"] == "True"
-    assert f"/{SEED}-py3.10-" in got["venv"]
+    assert f"/{DEFAULT}-py3.10-" in got["venv"]
 
 
 def test_driver_too_old_for_the_stack_is_refused():
@@ -104,7 +106,7 @@ def test_explicit_interpreter_picks_its_lock():
     ids=["keep", "root", "python", "wheelhouse", "source", "no-lock"],
 )
 def test_bad_settings_are_refused_by_name(extra, expected):
-    result = preflight({"python_stack_id": SEED, **extra})
+    result = preflight({"python_stack_id": DEFAULT, **extra})
     assert result.returncode != 0
     assert expected in flat(result)
 

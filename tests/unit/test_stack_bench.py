@@ -1,4 +1,4 @@
-"""The venv build benchmark's scripts: the seed's install steps and the uv runs, as the containers get them."""
+"""The venv build benchmark's scripts: the specified install steps and the uv runs, as the containers get them."""
 
 from __future__ import annotations
 
@@ -6,13 +6,13 @@ from pathlib import Path
 
 from h100fleet.harness import venv_bench
 
-SEED_IN = (
+DEFAULT_IN = (
     Path(__file__).resolve().parents[2] / "files/stacks/torch2.3-unsloth2024.8-py310/requirements.in"
 ).read_text()
 
 
-def test_seed_steps_install_the_torch_triplet_first_then_one_package_per_step():
-    steps = venv_bench.seed_steps(SEED_IN)
+def test_specified_steps_install_the_torch_triplet_first_then_one_package_per_step():
+    steps = venv_bench.specified_steps(DEFAULT_IN)
     assert steps[0] == ["torch==2.3.0", "torchvision==0.18.0", "torchaudio==2.3.0"]
     assert ["unsloth[colab-new]==2024.8"] in steps and ["xformers==0.0.26.post1"] in steps
     assert all(len(step) == 1 for step in steps[1:])
@@ -23,8 +23,8 @@ def test_seed_steps_install_the_torch_triplet_first_then_one_package_per_step():
 def test_pip_script_runs_each_step_against_the_wheelhouse_only():
     script = venv_bench.pip_script([["a==1", "b==2"], ["c==3"]], venv_bench.Paths(wheelhouse="/wh"))
     lines = script.splitlines()
-    assert "/usr/bin/python3 -m venv /opt/seed" in lines
-    pip = "/opt/seed/bin/pip install --quiet --disable-pip-version-check --no-index --find-links /wh"
+    assert "/usr/bin/python3 -m venv /opt/specified" in lines
+    pip = "/opt/specified/bin/pip install --quiet --disable-pip-version-check --no-index --find-links /wh"
     assert f"{pip} a==1 b==2" in lines and f"{pip} c==3" in lines
     assert lines[-1] == 'echo "RESULT pip-sequential $(echo "$t1 - $t0" | bc)"'
 

@@ -1,4 +1,4 @@
-"""The stack rules, run on the shipped stacks, on the seed's stack as written, and on broken copies of them.
+"""The stack rules, run on the shipped stacks, on the specification's stack as written, and on broken copies of them.
 
 Index answers come from tests/fixtures/index, recorded from PyPI by `h100fleet stack check --record`.
 """
@@ -17,8 +17,8 @@ from h100fleet.stack.rules import ERROR, WARN
 
 ROOT = Path(__file__).resolve().parents[2]
 STACKS = ROOT / "files" / "stacks"
-SEED_AS_WRITTEN = ROOT / "tests" / "fixtures" / "stacks" / "seed-as-written"
-SEED = "torch2.3-unsloth2024.8-py310"
+AS_SPECIFIED = ROOT / "tests" / "fixtures" / "stacks" / "as-specified"
+DEFAULT = "torch2.3-unsloth2024.8-py310"
 CURRENT = "torch2.11-unsloth2026.10-py312"
 ON_550 = "torch2.6-unsloth2026.10-py311"
 ON_313 = "torch2.6-transformers5.17-py313"
@@ -59,11 +59,11 @@ def relock(stack_dir: Path, package: str, version: str) -> None:
         lock.write_text(text)
 
 
-# --- the seed's stack as written ---------------------------------------------------------------------------------
+# --- the specification's stack as written ------------------------------------------------------------------------
 
 
-def test_seed_as_written_fails_with_the_known_findings():
-    findings = check(SEED_AS_WRITTEN)
+def test_as_specified_fails_with_the_known_findings():
+    findings = check(AS_SPECIFIED)
     by_rule = {f.rule for f in errors(findings)}
     assert by_rule == {"date-cutoff", "release-exists", "flash-attn", "unsloth-guards"}
     text = "\n".join(str(f) for f in findings)
@@ -77,13 +77,13 @@ def test_seed_as_written_fails_with_the_known_findings():
     assert "flash_attn-2.5.8+cu122torch2.3cxx11abiFALSE-cp310-cp310-linux_x86_64.whl" in text
 
 
-def test_seed_as_written_resolver_error_names_unsloth():
+def test_as_specified_resolver_error_names_unsloth():
     uv_error = (
         "  x No solution found when resolving dependencies:\n  `-> Because there is no version of "
         "unsloth[colab-new]==2024.7 and you require unsloth[colab-new]==2024.7, we can conclude that your "
         "requirements are unsatisfiable."
     )
-    findings = check(SEED_AS_WRITTEN, {"3.10": uv_error})
+    findings = check(AS_SPECIFIED, {"3.10": uv_error})
     resolves = errors(findings, "resolves")
     assert len(resolves) == 1
     assert "unsloth[colab-new]==2024.7" in resolves[0].message
@@ -94,8 +94,8 @@ def test_seed_as_written_resolver_error_names_unsloth():
 # --- the shipped stacks ------------------------------------------------------------------------------------------
 
 
-def test_corrected_seed_stack_passes():
-    assert check(STACKS / SEED) == []
+def test_default_stack_passes():
+    assert check(STACKS / DEFAULT) == []
 
 
 def test_current_stack_passes_with_the_xformers_warning_only():
@@ -142,11 +142,11 @@ def test_hf_stack_for_python_3_13_refuses_xformers_without_a_cp313_wheel(copy):
     assert any("xformers==0.0.29.post3" in f.message for f in errors(check(stack), "wheels"))
 
 
-@pytest.mark.parametrize("stack_id", [SEED, CURRENT, ON_550, ON_313])
+@pytest.mark.parametrize("stack_id", [DEFAULT, CURRENT, ON_550, ON_313])
 def test_shipped_stack_is_complete(stack_id):
     stack = manifest.load(STACKS / stack_id)
     assert stack.exclude_newer, "shipped stacks resolve with a date cutoff"
-    assert stack.deviations, "every shipped stack documents how it differs from the seed"
+    assert stack.deviations, "every shipped stack documents how it differs from the specification"
     assert stack.imports
     for python in stack.python:
         pins = stack.lock_pins(python)
@@ -160,7 +160,7 @@ def test_shipped_stack_is_complete(stack_id):
 
 
 def test_torch_bumped_alone_breaks_the_triplet_and_xformers(copy):
-    stack = copy(SEED)
+    stack = copy(DEFAULT)
     relock(stack, "torch", "2.3.1")
     findings = check(stack)
     triplet = {f.message for f in errors(findings, "torch-triplet")}
@@ -174,7 +174,7 @@ def test_torch_bumped_alone_breaks_the_triplet_and_xformers(copy):
 
 
 def test_numpy_2_is_refused_by_torch_23_scipy_and_scikit_learn(copy):
-    stack = copy(SEED)
+    stack = copy(DEFAULT)
     relock(stack, "numpy", "2.0.0")
     messages = [f.message for f in errors(check(stack), "numpy")]
     assert "numpy 2.0.0 with torch 2.3.0: torch before 2.4 was built against numpy 1.x" in messages
@@ -183,7 +183,7 @@ def test_numpy_2_is_refused_by_torch_23_scipy_and_scikit_learn(copy):
 
 
 def test_unsloth_2024_8_guards_refuse_new_xformers_and_trl(copy):
-    stack = copy(SEED)
+    stack = copy(DEFAULT)
     relock(stack, "xformers", "0.0.27")
     relock(stack, "trl", "0.9.4")
     messages = [f.message for f in errors(check(stack), "unsloth-guards")]
@@ -214,7 +214,7 @@ def test_cuda_13_wheels_need_the_580_driver(copy):
 
 
 def test_declared_cuda_runtime_must_match_the_wheels(copy):
-    stack = copy(SEED)
+    stack = copy(DEFAULT)
     edit(stack / "manifest.yml", 'cuda_runtime: "12.1"', 'cuda_runtime: "12.4"')
     (finding,) = errors(check(stack), "cuda-driver")
     assert "manifest.yml says cuda_runtime 12.4 but torch==2.3.0 brings nvidia-cuda-runtime-cu12==12.1.105" in (
@@ -223,7 +223,7 @@ def test_declared_cuda_runtime_must_match_the_wheels(copy):
 
 
 def test_minor_version_compatibility_is_a_warning(copy):
-    stack = copy(SEED)
+    stack = copy(DEFAULT)
     edit(stack / "manifest.yml", 'min_driver: "550.54.15"', 'min_driver: "525.60.13"')
     findings = [f for f in check(stack) if f.rule == "cuda-driver"]
     assert [f.severity for f in findings] == [WARN]
@@ -241,7 +241,7 @@ def test_minor_version_compatibility_is_a_warning(copy):
     ],
 )
 def test_flash_attn_wheel_tags_must_match(copy, wheel, problem):
-    stack = copy(SEED)
+    stack = copy(DEFAULT)
     edit(stack / "manifest.yml", "flash_attn-2.5.8+cu122torch2.3cxx11abiFALSE-cp311-cp311-linux_x86_64.whl", wheel)
     found = errors(check(stack), "flash-attn")
     assert len(found) == 1 and found[0].python == "3.11"
@@ -249,7 +249,7 @@ def test_flash_attn_wheel_tags_must_match(copy, wheel, problem):
 
 
 def test_missing_flash_attn_wheel_means_a_source_build(copy):
-    stack = copy(SEED)
+    stack = copy(DEFAULT)
     edit(
         stack / "manifest.yml",
         '    "3.11": flash_attn-2.5.8+cu122torch2.3cxx11abiFALSE-cp311-cp311-linux_x86_64.whl\n',
@@ -260,7 +260,7 @@ def test_missing_flash_attn_wheel_means_a_source_build(copy):
 
 
 def test_stale_or_unhashed_lock(copy):
-    stack = copy(SEED)
+    stack = copy(DEFAULT)
     edit(stack / "requirements.in", "transformers==4.43.3", "transformers==4.43.2")
     lock = stack / "lock-py3.10.txt"
     text = lock.read_text()
@@ -275,7 +275,7 @@ def test_stale_or_unhashed_lock(copy):
 
 
 def test_no_date_cutoff(copy):
-    stack = copy(SEED)
+    stack = copy(DEFAULT)
     edit(stack / "manifest.yml", 'exclude_newer: "2024-08-31"\n', "")
     assert [f.rule for f in errors(check(stack))] == ["date-cutoff"]
 

@@ -18,7 +18,7 @@ from h100fleet.stack import diff, lock, manifest
 
 ROOT = Path(__file__).resolve().parents[2]
 STACKS = ROOT / "files" / "stacks"
-SEED = "torch2.3-unsloth2024.8-py310"
+DEFAULT = "torch2.3-unsloth2024.8-py310"
 CURRENT = "torch2.11-unsloth2026.10-py312"
 ON_550 = "torch2.6-unsloth2026.10-py311"
 ON_313 = "torch2.6-transformers5.17-py313"
@@ -46,7 +46,11 @@ GOOD = 'id: s1\npython: ["3.10"]\nmin_driver: "550.54.15"\ncuda_runtime: "12.1"\
         (GOOD.replace('min_driver: "550.54.15"\n', ""), "field 'min_driver' is missing"),
         (GOOD.replace('cuda_runtime: "12.1"', 'cuda_runtime: "cu121"'), "field 'cuda_runtime' is 'cu121'"),
         (GOOD.replace('"2024-08-31"', '"last summer"'), "field 'exclude_newer' is 'last summer': expected a date"),
-        (GOOD + "deviations:\n  - package: torch\n    seed: a\n    shipped: b\n", "field 'deviations[0]' lacks reason"),
+        (
+            GOOD + "deviations:\n  - package: torch\n    specified: a\n    shipped: b\n",
+            "field 'deviations[0]' lacks reason",
+        ),
+        (GOOD + "deviations:\n  - package: torch\n    shipped: b\n    reason: c\n", "lacks specified: every deviation"),
         (GOOD + "flash_attn: [2.5.8]\n", "field 'flash_attn' is ['2.5.8']: expected a mapping"),
     ],
 )
@@ -67,11 +71,11 @@ def test_manifest_needs_requirements(tmp_path):
 
 def test_discover_finds_the_shipped_stacks():
     stacks = manifest.discover(STACKS)
-    assert set(stacks) == {SEED, CURRENT, ON_550, ON_313}
+    assert set(stacks) == {DEFAULT, CURRENT, ON_550, ON_313}
     assert stacks[ON_550].python == ["3.11", "3.12"] and stacks[ON_550].cuda_runtime == "12.4"
-    assert stacks[SEED].python == ["3.10", "3.11"] and stacks[SEED].min_driver == "550.54.15"
+    assert stacks[DEFAULT].python == ["3.10", "3.11"] and stacks[DEFAULT].min_driver == "550.54.15"
     assert stacks[CURRENT].min_driver == "580.65.06" and stacks[CURRENT].cuda_runtime == "13.0"
-    assert stacks[SEED].flash_attn.wheels["3.10"].startswith("flash_attn-2.5.8+cu122torch2.3cxx11abiFALSE-cp310")
+    assert stacks[DEFAULT].flash_attn.wheels["3.10"].startswith("flash_attn-2.5.8+cu122torch2.3cxx11abiFALSE-cp310")
 
 
 def test_parse_pins_reads_continuations_extras_and_hashes():
@@ -97,7 +101,7 @@ def test_lock_hash_is_the_sha256_of_the_file(tmp_path):
 
 
 def test_compile_argv_targets_the_platform_python_and_cutoff():
-    stack = manifest.load(STACKS / SEED)
+    stack = manifest.load(STACKS / DEFAULT)
     argv = lock.compile_argv(stack, "3.11", Path("/tmp/out.txt"), "uv")
     assert argv[:4] == ["uv", "pip", "compile", str(stack.requirements_path)]
     assert argv[argv.index("--python-version") + 1] == "3.11"
@@ -126,7 +130,7 @@ def test_lock_and_resolve_with_the_real_resolver(tmp_path):
 
 
 def test_diff_of_the_shipped_stacks_is_a_driver_bump():
-    old, new = manifest.load(STACKS / SEED), manifest.load(STACKS / CURRENT)
+    old, new = manifest.load(STACKS / DEFAULT), manifest.load(STACKS / CURRENT)
     result = diff.diff(old, new)
     assert result.python == "3.11"
     assert result.changed["torch"] == ("2.3.0", "2.11.0")
@@ -143,7 +147,7 @@ def test_diff_of_the_shipped_stacks_is_a_driver_bump():
 
 
 def test_diff_to_current_libraries_on_the_550_driver_needs_no_reboot():
-    result = diff.diff(manifest.load(STACKS / SEED), manifest.load(STACKS / ON_550))
+    result = diff.diff(manifest.load(STACKS / DEFAULT), manifest.load(STACKS / ON_550))
     assert result.python == "3.11"
     assert result.changed["torch"] == ("2.3.0", "2.6.0") and result.changed["unsloth"] == ("2024.8", "2026.10.9")
     assert not result.driver_bump and not result.driver_change and result.cuda_change
@@ -153,10 +157,10 @@ def test_diff_to_current_libraries_on_the_550_driver_needs_no_reboot():
 
 
 def test_diff_within_a_driver_branch_needs_no_reboot(tmp_path):
-    src = STACKS / SEED
-    bumped = tmp_path / "seed-bumped"
+    src = STACKS / DEFAULT
+    bumped = tmp_path / "default-bumped"
     shutil.copytree(src, bumped)
-    (bumped / "manifest.yml").write_text((src / "manifest.yml").read_text().replace(SEED, "seed-bumped"))
+    (bumped / "manifest.yml").write_text((src / "manifest.yml").read_text().replace(DEFAULT, "default-bumped"))
     lock_file = bumped / "lock-py3.10.txt"
     lock_file.write_text(lock_file.read_text().replace("peft==0.11.1 ", "peft==0.12.0 "))
     result = diff.diff(manifest.load(src), manifest.load(bumped), "3.10")
@@ -169,7 +173,7 @@ def test_diff_within_a_driver_branch_needs_no_reboot(tmp_path):
 def test_diff_without_a_common_python_says_so():
     only_312 = dataclasses.replace(manifest.load(STACKS / CURRENT), python=["3.12"])
     with pytest.raises(ValueError, match="share no Python version"):
-        diff.diff(manifest.load(STACKS / SEED), only_312)
+        diff.diff(manifest.load(STACKS / DEFAULT), only_312)
 
 
 def test_verify_compare_reports_missing_mismatched_local_and_extra():
@@ -197,12 +201,12 @@ def test_verify_main_on_this_interpreter(tmp_path, capsys):
 
 
 def test_cli_check_exit_codes(capsys):
-    seed_as_written = str(ROOT / "tests" / "fixtures" / "stacks" / "seed-as-written")
-    assert cli.main(["stack", "check", seed_as_written, "--offline", "--recorded", RECORDED]) == 1
+    as_specified = str(ROOT / "tests" / "fixtures" / "stacks" / "as-specified")
+    assert cli.main(["stack", "check", as_specified, "--offline", "--recorded", RECORDED]) == 1
     out = capsys.readouterr().out
-    assert "seed-as-written: FAILS (5 errors, 0 warnings; Python 3.10; resolution not run (--offline))" in out
-    assert cli.main(["stack", "check", SEED, "--offline", "--recorded", RECORDED]) == 0
-    assert f"{SEED}: passes (0 errors, 0 warnings" in capsys.readouterr().out
+    assert "as-specified: FAILS (5 errors, 0 warnings; Python 3.10; resolution not run (--offline))" in out
+    assert cli.main(["stack", "check", DEFAULT, "--offline", "--recorded", RECORDED]) == 0
+    assert f"{DEFAULT}: passes (0 errors, 0 warnings" in capsys.readouterr().out
     assert cli.main(["stack", "check", CURRENT, "--offline", "--recorded", RECORDED, "--json"]) == 0
     assert [f["rule"] for f in json.loads(capsys.readouterr().out)] == ["xformers-torch"]
 
@@ -210,13 +214,13 @@ def test_cli_check_exit_codes(capsys):
 def test_cli_unknown_stack_lists_the_known_ones(capsys):
     assert cli.main(["stack", "check", "no-such-stack", "--offline", "--recorded", RECORDED]) == 1
     err = capsys.readouterr().err
-    assert "no stack 'no-such-stack'" in err and SEED in err and CURRENT in err
+    assert "no stack 'no-such-stack'" in err and DEFAULT in err and CURRENT in err
 
 
 def test_cli_list_and_diff(capsys):
     assert cli.main(["stack", "list"]) == 0
     out = capsys.readouterr().out
-    seed_hash = lock_hash(STACKS / SEED / "lock-py3.10.txt")[:12]
-    assert f"{SEED}: Python 3.10, 3.11; driver >= 550.54.15; CUDA 12.1; py3.10:{seed_hash}" in out
-    assert cli.main(["stack", "diff", SEED, CURRENT, "--json"]) == 0
+    default_hash = lock_hash(STACKS / DEFAULT / "lock-py3.10.txt")[:12]
+    assert f"{DEFAULT}: Python 3.10, 3.11; driver >= 550.54.15; CUDA 12.1; py3.10:{default_hash}" in out
+    assert cli.main(["stack", "diff", DEFAULT, CURRENT, "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["reboot_needed"] is True

@@ -1,4 +1,4 @@
-"""What python_stack leaves on a Debian 12 node: the corrected seed stack, exactly as locked, and working on CPU."""
+"""What python_stack leaves on a Debian 12 node: the default stack, exactly as locked, and working on CPU."""
 
 from __future__ import annotations
 

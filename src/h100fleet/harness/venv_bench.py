@@ -1,4 +1,4 @@
-"""Venv build benchmark: uv from a warm wheelhouse against the seed document's sequential `pip install` steps.
+"""Venv build benchmark: uv from a warm wheelhouse against the specification's sequential `pip install` steps.
 
 Both installers get the same wheels (a wheelhouse holding exactly a stack's lock) in fresh containers of the same
 node image, with no index (--no-index --find-links): the figure is the installer's own time, not the network's.
@@ -11,12 +11,12 @@ from dataclasses import dataclass
 
 from h100fleet.node.lockfile import Pin, parse_pins
 
-# The seed document installs torch, torchvision and torchaudio in one command, then one package per command.
+# The specification installs torch, torchvision and torchaudio in one command, then one package per command.
 TORCH_TRIPLET = ("torch", "torchvision", "torchaudio")
 
 
-def seed_steps(requirements_text: str) -> list[list[str]]:
-    """The seed's install sequence for a requirements input: the torch triplet first, then one step per line."""
+def specified_steps(requirements_text: str) -> list[list[str]]:
+    """The specified install sequence for a requirements input: the torch triplet first, then one step per line."""
     pins = parse_pins(requirements_text)
     first = [str(pins[n]) for n in TORCH_TRIPLET if n in pins]
     rest = [[str(p)] for key, p in pins.items() if key not in TORCH_TRIPLET]
@@ -41,9 +41,11 @@ def _timed(label: str, commands: list[str]) -> list[str]:
 
 
 def pip_script(steps: list[list[str]], paths: Paths = Paths()) -> str:
-    """Shell for the seed's way: python -m venv, then one `pip install` per step, resolving from the wheelhouse."""
-    pip = f"/opt/seed/bin/pip install --quiet --disable-pip-version-check --no-index --find-links {paths.wheelhouse}"
-    commands = [f"{paths.python} -m venv /opt/seed"] + [f"{pip} {shlex.join(step)}" for step in steps]
+    """Shell for the specified way: python -m venv, then one `pip install` per step, resolving from the wheelhouse."""
+    pip = (
+        f"/opt/specified/bin/pip install --quiet --disable-pip-version-check --no-index --find-links {paths.wheelhouse}"
+    )
+    commands = [f"{paths.python} -m venv /opt/specified"] + [f"{pip} {shlex.join(step)}" for step in steps]
     return "\n".join(["set -euo pipefail", *_timed("pip-sequential", commands)]) + "\n"
 
 

@@ -24,7 +24,7 @@ class ManifestError(ValueError):
 @dataclass(frozen=True)
 class Deviation:
     package: str
-    seed: str
+    specified: str
     shipped: str
     reason: str
 
@@ -165,13 +165,17 @@ def _flash_attn(flash, where: str) -> FlashAttn | None:
 def _deviations(items, where: str) -> list[Deviation]:
     deviations = []
     for i, item in enumerate(items):
-        missing = [k for k in ("package", "seed", "shipped", "reason") if not isinstance(item, dict) or not item.get(k)]
+        missing = [
+            k for k in ("package", "specified", "shipped", "reason") if not isinstance(item, dict) or not item.get(k)
+        ]
         if missing:
             raise ManifestError(
-                f"{where}: field 'deviations[{i}]' lacks {', '.join(missing)}: every deviation from the seed names "
-                "the package, the seed's and the shipped requirement, and the reason"
+                f"{where}: field 'deviations[{i}]' lacks {', '.join(missing)}: every deviation from the "
+                "specification names the package, the specified and the shipped requirement, and the reason"
             )
-        deviations.append(Deviation(str(item["package"]), str(item["seed"]), str(item["shipped"]), str(item["reason"])))
+        deviations.append(
+            Deviation(str(item["package"]), str(item["specified"]), str(item["shipped"]), str(item["reason"]))
+        )
     return deviations
 
 

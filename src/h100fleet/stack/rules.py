@@ -378,8 +378,8 @@ def rule_flash_attn(ctx: Context) -> list[Finding]:
                     "flash-attn",
                     ERROR,
                     f"{pin} is an sdist only on the index: installing it compiles CUDA code against the installed "
-                    "torch (needs nvcc and a long build on every node), and the seed's flash-attn wheel index does "
-                    "not exist",
+                    "torch (needs nvcc and a long build on every node), and the flash-attn wheel index at "
+                    "flashattn.github.io does not exist",
                     "remove flash-attn from requirements.in and name its prebuilt wheel in manifest.yml "
                     f"flash_attn.wheels (e.g. flash_attn-{pin.version}+cu122torch2.3cxx11abiFALSE-cp310-cp310-"
                     "linux_x86_64.whl) or let python_stack build it once into the wheelhouse",
