@@ -7,7 +7,6 @@ job training. A failure message carries both units' state and journal and the jo
 
 from __future__ import annotations
 
-import json
 import re
 import time
 
@@ -41,15 +40,11 @@ def explain(nodes, what: str) -> str:
 
 
 def prop(host, name: str) -> str:
-    return sh(host, f"systemctl show {UNIT} -p {name} --value").strip()
+    return testinfra.unit_property(host, UNIT, name)
 
 
 def status(host) -> dict:
-    result = host.run(f"cat {STATUS}")
-    try:
-        return json.loads(result.stdout) if result.rc == 0 else {}
-    except ValueError:
-        return {}
+    return testinfra.json_file(host, STATUS)
 
 
 def wait_for(nodes, predicate, what: str, timeout: float = 240):

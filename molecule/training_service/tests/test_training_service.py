@@ -47,15 +47,11 @@ def explain(host, what: str) -> str:
 
 
 def prop(host, name: str) -> str:
-    return sh(host, f"systemctl show {UNIT} -p {name} --value").strip()
+    return testinfra.unit_property(host, UNIT, name)
 
 
 def status(host) -> dict:
-    result = host.run(f"cat {STATUS}")
-    try:
-        return json.loads(result.stdout) if result.rc == 0 else {}
-    except ValueError:  # replaced atomically, but be safe
-        return {}
+    return testinfra.json_file(host, STATUS)
 
 
 def python(host, interpreter: str, script: str):

@@ -3,6 +3,7 @@ a condition with a failure that explains itself."""
 
 from __future__ import annotations
 
+import json
 import os
 import time
 from collections.abc import Callable
@@ -30,6 +31,21 @@ def sh(host, command: str) -> str:
     result = host.run(command)
     assert result.rc == 0, f"{command}\nrc={result.rc}\nstdout: {result.stdout}\nstderr: {result.stderr}"
     return result.stdout
+
+
+def unit_property(host, unit: str, name: str) -> str:
+    """One property of a systemd unit on the node (`systemctl show UNIT -p NAME --value`)."""
+    return sh(host, f"systemctl show {unit} -p {name} --value").strip()
+
+
+def json_file(host, path: str) -> dict:
+    """A JSON file on the node; {} while it is missing or not valid JSON (a status file is replaced atomically,
+    but a reader must never fail on it)."""
+    result = host.run(f"cat {path}")
+    try:
+        return json.loads(result.stdout) if result.rc == 0 else {}
+    except ValueError:
+        return {}
 
 
 def journal(host, unit: str, *, lines: int = 50, since: str | None = None) -> str:
