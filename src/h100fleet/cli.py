@@ -94,6 +94,7 @@ SCRIPTS: tuple[tuple[str, str], ...] = (
     ("scripts/gpu/user-checks", "GPU machine: a new user's checks of a stack"),
     ("scripts/gpu/train-checks", "GPU machine: user checks and the trainer's smoke runs"),
     ("scripts/gpu/flip-downtime", "GPU machine: time a rollout's flip"),
+    ("scripts/gpu/image-checks", "GPU machine: the flip's probe and the automatic plan, in the image's own torch"),
     ("benchmarks/connection.py", "benchmark: the control node's cost per host over SSH and docker exec"),
     ("benchmarks/flip_downtime.py", "benchmark: a rollout flip's downtime"),
     ("benchmarks/foundation.py", "benchmark: node image builds, a fresh fleet's first converge, a re-run"),
