@@ -1,4 +1,4 @@
-"""One training job over two nodes: both train it, a stop from one node stops it after one checkpoint, both resume
+"""One training job over two nodes: both train it, stopping both units stops it after one checkpoint and both resume
 from it, and a node's launcher killed makes the job restart on both nodes and resume from its last checkpoint.
 
 The tests act on both nodes at once (each test runs once, against the job), in file order, and each leaves the
@@ -94,13 +94,15 @@ def test_both_nodes_train_one_job(nodes):
         assert status(host)["step"] >= second["step"]  # the same file on both nodes (the shared directory)
 
 
-def test_a_stop_on_one_node_stops_the_job_after_one_checkpoint_and_both_resume(nodes):
+def test_stopping_the_job_writes_one_checkpoint_and_both_nodes_resume_from_it(nodes):
     training_beyond(nodes, 0)
     restarts = [int(prop(host, "NRestarts")) for host in nodes]
     since = stamps(nodes)
     t0 = time.monotonic()
-    sh(nodes[0], f"systemctl stop {UNIT}")  # returns once this node's ranks have exited
-    # The other node's rank stopped after the same step: its launcher ends with exit 0 and is not restarted.
+    # Both units stopped together, as the role and a rollout stop a job's nodes: every rank sees SIGTERM, they agree
+    # on the step, rank 0 writes one checkpoint and every launcher exits 0.
+    sh(nodes[1], f"systemctl stop --no-block {UNIT}")
+    sh(nodes[0], f"systemctl stop {UNIT}")  # returns once this node's rank has exited
     wait_for(nodes, lambda: prop(nodes[1], "ActiveState") == "inactive", f"{UNIT} on {NODES[1]} to end", timeout=120)
     stopped_s = round(time.monotonic() - t0, 1)
     for name, host in zip(NODES, nodes):
@@ -123,7 +125,7 @@ def test_a_stop_on_one_node_stops_the_job_after_one_checkpoint_and_both_resume(n
     assert resumed["world_size"] == 2 and sorted(r["host"] for r in resumed["ranks"]) == list(NODES)
     assert [int(prop(host, "NRestarts")) for host in nodes] == restarts
     print(
-        f"\nstop from {NODES[0]}: both nodes down in {stopped_s} s; both started, training past step {at} "
+        f"\nstop of both nodes: both down in {stopped_s} s; both started, training past step {at} "
         f"{time.monotonic() - t1:.1f} s later"
     )
 
