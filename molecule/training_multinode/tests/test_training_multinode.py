@@ -19,7 +19,6 @@ STATE = "/var/cache/h100fleet/uv/molecule-training-multinode/job"  # molecule.ym
 STATUS = f"{STATE}/status.json"
 CHECKPOINTS = f"{STATE}/checkpoints"
 NODES = ("job-node-1", "job-node-2")
-RESTART_SEC = 2
 
 sh = testinfra.sh
 

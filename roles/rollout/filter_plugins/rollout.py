@@ -19,13 +19,17 @@ def rollout_training_progress(status, step_before):
     return rollout.training_progress(status, None if step_before in (None, "") else int(step_before))
 
 
+def _on_new(hv):
+    """The preflight's verdict that a host already runs the new stack (a fact rendered to text)."""
+    return str(hv.get("__rollout_on_new", False)).strip().lower() in ("true", "1", "yes")
+
+
 def rollout_initial_records(hostvars, hosts, stack):
     """One record per target for the start of the report: skipped when preflight found it on the new stack."""
     out = []
     for host in hosts:
         hv = hostvars[host]
-        on_new = str(hv.get("__rollout_on_new", False)).strip().lower() in ("true", "1", "yes")
-        status = "skipped" if on_new else "untouched"
+        status = "skipped" if _on_new(hv) else "untouched"
         journal = hv.get("__rollout_journal") or {}
         note = None
         if rollout.journal_state(journal) == "open":
@@ -51,17 +55,21 @@ def rollout_batch_number(host, hosts, serial):
     return rollout.batch_number(host, list(hosts), list(serial))
 
 
-def rollout_job_batch_problem(host, hostvars, hosts, serial):
-    """rollout.job_batch_problem over the play's hosts: those not yet on the new stack are pending, and a host's job
-    is its training_service_job_group where training_service_nnodes > 1."""
-    pending = [h for h in hosts if str(hostvars[h].get("__rollout_on_new", False)).lower() not in ("true", "1")]
+def rollout_job_batches(hostvars, hosts):
+    """What rollout.job_batch_problem needs, read once for the whole play: the hosts not yet on the new stack
+    (pending, in order) and each host's job where training_service_nnodes > 1 (its training_service_job_group)."""
+    pending = [h for h in hosts if not _on_new(hostvars[h])]
     jobs = {}
     for h in hosts:
         hv = hostvars[h]
         group = hv.get("training_service_job_group") or ""
         if group and int(hv.get("training_service_nnodes", 1) or 1) > 1:
             jobs[h] = str(group)
-    return rollout.job_batch_problem(host, pending, list(serial), jobs)
+    return {"pending": pending, "jobs": jobs}
+
+
+def rollout_job_batch_problem(host, job_batches, serial):
+    return rollout.job_batch_problem(host, list(job_batches["pending"]), list(serial), dict(job_batches["jobs"]))
 
 
 def rollout_journal_open(existing, kind, active, previous, to, was_active, now, timeout):  # noqa: PLR0917 (a filter's arguments)
@@ -114,6 +122,7 @@ class FilterModule:
             "rollout_downtime": rollout.downtime_s,
             "rollout_phases": rollout.phases_s,
             "rollout_batch_number": rollout_batch_number,
+            "rollout_job_batches": rollout_job_batches,
             "rollout_job_batch_problem": rollout_job_batch_problem,
             "rollout_initial_records": rollout_initial_records,
             "rollout_journal_open": rollout_journal_open,
